@@ -1,0 +1,126 @@
+"""Fused attention for Bark: barkbench's own SDPA swap and optimum's BetterTransformer.
+
+transformers never shipped SDPA for Bark and removed ``to_bettertransformer()`` in v5; optimum 2 removed
+BetterTransformer. What BetterTransformer does to Bark is small: each ``BarkSelfAttention`` keeps its weights and
+only ``_attn`` (the score computation) becomes ``F.scaled_dot_product_attention``. ``apply_sdpa`` does exactly
+that, on any transformers version, so the current stack can still measure the blog's headline optimization.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+#: Attribute set on each swapped module; the tests and reports read it.
+MARK = "_barkbench_attention"
+
+#: Last optimum release with ``optimum.bettertransformer``; 1.25+ refuse transformers >= 4.49 at import.
+BT_REQUIREMENT = "optimum>=1.23,<1.25 with transformers<4.49 (pip install -e '.[legacy]')"
+
+
+class AttentionUnavailable(RuntimeError):
+    """The requested attention cannot run with the installed libraries; the message says what is missing."""
+
+
+def _sdpa_attn(
+    self: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    head_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, None]:
+    if head_mask is not None:
+        raise ValueError("barkbench's SDPA attention does not support head_mask; use attention=eager")
+    # With a KV cache the query is the last token alone: SDPA's is_causal would mask everything but the first
+    # key (it aligns top-left), so a single-token query attends to all keys instead — what the eager mask does.
+    is_causal = bool(self.is_causal) and query.shape[2] != 1
+    # SDPA's default scale is 1/sqrt(head_dim), the eager path's. The attention mask is not used, like optimum's BetterTransformer: Bark only uses it to fill pad tokens
+    # before the model, and the semantic model's padding is part of its fixed-length text prompt.
+    output = F.scaled_dot_product_attention(
+        query,
+        key,
+        value,
+        attn_mask=None,
+        dropout_p=self.dropout if self.training else 0.0,
+        is_causal=is_causal,
+    )
+    return output, None
+
+
+def _bark_attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    from transformers.models.bark.modeling_bark import BarkSelfAttention
+
+    # Exact class: the flash-attention subclass has its own forward and must not be touched.
+    return [(name, m) for name, m in model.named_modules() if type(m) is BarkSelfAttention]
+
+
+def apply_sdpa(model: torch.nn.Module) -> int:
+    """Replace the score computation of every Bark self-attention with SDPA; returns how many were swapped."""
+    modules = _bark_attention_modules(model)
+    if not modules:
+        raise AttentionUnavailable("no BarkSelfAttention module found to swap; is this a Bark model?")
+    for _, module in modules:
+        module._attn = types.MethodType(_sdpa_attn, module)
+        setattr(module, MARK, "sdpa")
+    return len(modules)
+
+
+def optimum_bettertransformer() -> Any:
+    """optimum's BetterTransformer class, or AttentionUnavailable naming the versions needed."""
+    import transformers
+
+    try:
+        from optimum.bettertransformer import BetterTransformer
+    except ImportError as exc:
+        try:
+            import optimum.version as optimum_version
+
+            have = f"optimum {optimum_version.__version__}"
+        except ImportError:
+            have = "no optimum"
+        raise AttentionUnavailable(
+            f"bettertransformer needs {BT_REQUIREMENT}; found {have} and transformers "
+            f"{transformers.__version__} ({type(exc).__name__}); use attention=sdpa, barkbench's equivalent"
+        ) from None
+    return BetterTransformer
+
+
+def apply_bettertransformer(model: torch.nn.Module, via: str = "transform") -> tuple[torch.nn.Module, str]:
+    """optimum's BetterTransformer, through ``BetterTransformer.transform`` or the blog's
+    ``model.to_bettertransformer()``; returns the transformed model and which path ran."""
+    better_transformer = optimum_bettertransformer()
+    if via == "to_bettertransformer":
+        if not hasattr(model, "to_bettertransformer"):
+            raise AttentionUnavailable(
+                "model.to_bettertransformer() was removed in transformers 5; use via='transform' or sdpa"
+            )
+        return model.to_bettertransformer(), "optimum-to_bettertransformer"
+    if via != "transform":
+        raise ValueError(f"unknown BetterTransformer path {via!r}; use 'transform' or 'to_bettertransformer'")
+    return better_transformer.transform(model, keep_original_model=False), "optimum-bettertransformer"
+
+
+def flash_attention_2_unavailable_reason(device_type: str) -> str | None:
+    """Why FA2 cannot run here, or None when it can."""
+    if device_type != "cuda":
+        return "flash_attention_2 needs a CUDA GPU; this machine has none"
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return "flash_attention_2 needs the flash-attn package (pip install flash-attn)"
+    return None
+
+
+def attention_summary(model: torch.nn.Module) -> dict[str, int]:
+    """How many Bark attention modules run each implementation — the tests' view of a swap."""
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if not name or not type(module).__name__.startswith("Bark") or "Attention" not in type(module).__name__:
+            continue
+        kind = getattr(module, MARK, None) or type(module).__name__
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts

@@ -1,0 +1,249 @@
+"""Run one variant at a time in a fresh process, so its figures cannot depend on what ran before it.
+
+Changing dtype in place leaves resident memory behind, a freed CUDA model leaves allocator state behind, and
+the first model loaded warms caches for the next: a variant measured after another is not the variant
+measured alone. ``WorkerProcess`` hosts a ``VariantRunner`` in a spawned interpreter (nothing inherited but
+the arguments) and drives it over a pipe; ``VariantRunner`` is also usable in-process (``--bark-isolation
+off``) for debugging and for tests that need the model object.
+
+Protocol (parent → worker → parent), one request at a time:
+``("prepare",)`` → ``("ok", None)``; ``("generate",)`` → ``("ok", RoundResult)``; ``("save_wav", path)`` →
+``("ok", path)``; ``("stop",)`` → exit. Loading replies ``("ok", RunnerInfo)`` first. Any failure replies
+``("unsupported" | "oom" | "error", one-line message)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from barkbench.optimize import VariantUnsupported
+from barkbench.variants import Variant
+from barkbench.workload import Workload
+
+#: How long a worker may take to start and load its model before the parent gives up.
+LOAD_TIMEOUT_S = 1800.0
+
+
+class VariantFailed(RuntimeError):
+    """The variant ran and failed (out of memory, a crash); the message is one line with the reason."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs; plain values only (it crosses a process boundary)."""
+
+    source: str
+    variant: Variant
+    workload: Workload
+    device_type: str
+    bt_via: str = "transform"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    attention_impl: str
+    attention_modules: dict[str, int]
+    device: str
+    device_name: str
+    baseline_memory_bytes: int
+    model_memory_bytes: int
+    sample_rate: int
+    warnings: tuple[str, ...]
+    pid: int
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One measured generate call, timed and measured inside the process that ran it."""
+
+    seconds: float
+    peak_memory_bytes: int
+    memory_method: str
+    audio_seconds: float
+    output_lengths: tuple[int, ...]
+
+
+class VariantRunner:
+    """Loads the model as the variant asks and runs the workload's call under the trackers."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        from barkbench import device as device_mod
+        from barkbench import optimize, sources, trackers, workload
+
+        self.spec = spec
+        self._trackers = trackers
+        self._baseline = trackers.memory_in_use(spec.device_type)
+        source = sources.parse_model_source(spec.source)
+        prepared = optimize.prepare_model(source, spec.variant, spec.device_type, bt_via=spec.bt_via)
+        self.model = prepared.model
+        self.processor = sources.load_processor(source)
+        self.inputs, warnings = workload.prepare_inputs(self.processor, spec.workload, prepared.device)
+        self._audio = None
+        self.info = RunnerInfo(
+            attention_impl=prepared.attention_impl,
+            attention_modules=prepared.attention_modules,
+            device=str(prepared.device),
+            device_name=device_mod.device_name(spec.device_type),
+            baseline_memory_bytes=self._baseline,
+            model_memory_bytes=max(0, trackers.memory_in_use(spec.device_type) - self._baseline),
+            sample_rate=int(self.model.generation_config.sample_rate),
+            warnings=tuple(warnings),
+            pid=os.getpid(),
+        )
+
+    def prepare(self) -> None:
+        """Outside the timed region, before every round: the blog's ``set_seed(0)``."""
+        from transformers import set_seed
+
+        set_seed(self.spec.workload.seed)
+
+    def generate(self) -> RoundResult:
+        import torch
+
+        from barkbench.workload import audio_seconds
+
+        kwargs = {**self.inputs, **self.spec.workload.call_kwargs(), "return_output_lengths": True}
+        memory = self._trackers.MemoryTracker(self.spec.device_type, baseline_bytes=self._baseline)
+        latency = self._trackers.LatencyTracker()
+        with torch.inference_mode(), memory as mem, latency as lat:
+            audio, lengths = self.model.generate(**kwargs)
+        self._audio = (audio, lengths)
+        return RoundResult(
+            seconds=lat.seconds,
+            peak_memory_bytes=mem.peak_bytes,
+            memory_method=mem.method,
+            audio_seconds=audio_seconds(audio, self.info.sample_rate, list(lengths)),
+            output_lengths=tuple(int(n) for n in lengths),
+        )
+
+    def save_wav(self, path: str) -> str:
+        """Write the last call's first sample as a WAV file (soundfile), to listen to what a variant does."""
+        import soundfile
+
+        if self._audio is None:
+            raise RuntimeError("no audio yet: save_wav needs a generate call first")
+        audio, lengths = self._audio
+        first = audio[0, : int(lengths[0])].float().cpu().numpy()
+        soundfile.write(path, first, self.info.sample_rate)
+        return path
+
+    def close(self) -> None:
+        import gc
+
+        self.model = self.processor = self._audio = None
+        gc.collect()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    import torch
+
+    if isinstance(exc, VariantUnsupported):
+        return "unsupported", str(exc)
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return "oom", f"out of memory: {_one_line(exc)}"
+    return "error", _one_line(exc)
+
+
+def _worker_main(conn: Any, spec: RunSpec) -> None:
+    os.environ.update(spec.env)
+    try:
+        runner = VariantRunner(spec)
+        conn.send(("ok", runner.info))
+    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as a message
+        traceback.print_exc()
+        conn.send(_classify(exc))
+        return
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        op, args = request[0], request[1:]
+        if op == "stop":
+            return
+        try:
+            conn.send(("ok", getattr(runner, op)(*args)))
+        except BaseException as exc:  # noqa: BLE001
+            traceback.print_exc()
+            conn.send(_classify(exc))
+
+
+class WorkerProcess:
+    """A ``VariantRunner`` in its own spawned process, with the same methods."""
+
+    def __init__(self, spec: RunSpec, load_timeout_s: float = LOAD_TIMEOUT_S) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_worker_main, args=(child, spec), daemon=True, name="barkbench-worker")
+        self._process.start()
+        child.close()
+        self.info: RunnerInfo = self._reply(timeout=load_timeout_s)
+
+    def _reply(self, timeout: float | None = None) -> Any:
+        if timeout is not None and not self._conn.poll(timeout):
+            self.close()
+            raise VariantFailed(f"worker did not answer within {timeout:.0f} s")
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, ConnectionError):
+            self._process.join(5)
+            code = self._process.exitcode
+            why = "killed (out of memory?)" if code is not None and code < 0 else f"exit code {code}"
+            raise VariantFailed(f"worker process died ({why}); its stderr above has the details") from None
+        if status == "ok":
+            return payload
+        self.close()
+        if status == "unsupported":
+            raise VariantUnsupported(payload)
+        raise VariantFailed(payload)
+
+    def _call(self, op: str, *args: Any) -> Any:
+        self._conn.send((op, *args))
+        return self._reply()
+
+    def prepare(self) -> None:
+        self._call("prepare")
+
+    def generate(self) -> RoundResult:
+        return self._call("generate")
+
+    def save_wav(self, path: str) -> str:
+        return self._call("save_wav", path)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            try:
+                self._conn.send(("stop",))
+            except (OSError, ValueError):
+                pass
+            self._process.join(30)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join(5)
+        self._conn.close()
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_runner(spec: RunSpec, isolated: bool = True) -> VariantRunner | WorkerProcess:
+    """A fresh worker process per variant (default), or the runner in this process."""
+    return WorkerProcess(spec) if isolated else VariantRunner(spec)

@@ -1,0 +1,253 @@
+"""Where the Bark model comes from: ``tiny``, ``random:<arch>``, a hub id or a local folder.
+
+Every source ends in ``BarkModel.from_pretrained(folder)`` — the random-weight ones are built once with a fixed
+seed and written with ``save_pretrained`` — so the loading path measured is the one a real checkpoint takes.
+Nothing here downloads weights unless the user names a hub id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Written last into a built folder: its presence means the folder is complete.
+_COMPLETE_MARK = "barkbench-source.json"
+
+# Sub-model vocabularies of both original checkpoints (input, output).
+_VOCABS = {
+    "semantic_config": (129_600, 10_048),
+    "coarse_acoustics_config": (12_096, 12_096),
+    "fine_acoustics_config": (1_056, 1_056),
+}
+
+#: Architectures: (layers, heads, hidden size) of each transformer sub-model.
+ARCHITECTURES: dict[str, tuple[int, int, int]] = {
+    # Small enough that one generate of 256 semantic tokens takes ~2 s on 2 CPU cores.
+    "tiny": (2, 2, 64),
+    "bark-small": (12, 12, 768),
+    "bark": (24, 16, 1024),
+}
+
+#: Parameter counts of the full BarkModel (sub-models + EnCodec 24 kHz), checked by the tests.
+EXPECTED_PARAMETERS = {"bark-small": 404_400_000, "bark": 1_100_000_000}
+
+# A small WordPiece vocabulary: enough to tokenize the blog's prompts without unknowns. Real Bark text ids
+# are offset by 10_048 inside the semantic model; every id here stays far below the 119_547 limit.
+_WORDS = """
+let ' s try generating speech , with bark a text - to model wow batching is so great ! i love hugging face it
+cool . the hello my dog cute need him in life this benchmark measures how fast and much memory takes on gpu
+cpu you we are of for that be can what when where which who will not no yes one two three four five six seven
+eight nine ten good bad fine test sound voice audio fused attention half precision offload run time
+""".split()
+
+
+class SourceError(RuntimeError):
+    """A model source that cannot be loaded; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A parsed ``--bark-model`` value."""
+
+    spec: str
+    kind: str  # "random" | "folder" | "hub"
+    arch: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.spec
+
+
+def parse_model_source(spec: str) -> ModelSource:
+    spec = spec.strip()
+    if not spec:
+        raise SourceError("--bark-model is empty; use 'tiny', 'random:bark-small', a hub id or a folder")
+    if spec == "tiny":
+        return ModelSource(spec, "random", "tiny")
+    if spec.startswith("random:"):
+        arch = spec.split(":", 1)[1]
+        if arch not in ARCHITECTURES:
+            raise SourceError(
+                f"unknown architecture {arch!r} in {spec!r}; use one of "
+                + ", ".join(f"random:{a}" for a in ARCHITECTURES if a != "tiny")
+            )
+        return ModelSource(spec, "random", arch)
+    path = Path(spec).expanduser()
+    # A hub id is "name" or "owner/name"; anything that exists on disk or reads as a path is a folder.
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        return ModelSource(str(path), "folder")
+    return ModelSource(spec, "hub")
+
+
+def cache_dir() -> Path:
+    """``$BARKBENCH_CACHE``, else ``$XDG_CACHE_HOME/barkbench``, else ``~/.cache/barkbench``."""
+    if os.environ.get("BARKBENCH_CACHE"):
+        return Path(os.environ["BARKBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "barkbench"
+
+
+def bark_config_dict(arch: str) -> dict[str, Any]:
+    """The BarkConfig keyword arguments of an architecture, original vocabularies included."""
+    from transformers import EncodecConfig
+
+    layers, heads, hidden = ARCHITECTURES[arch]
+    subs = {
+        key: {
+            "block_size": 1024,
+            "input_vocab_size": vocab_in,
+            "output_vocab_size": vocab_out,
+            "num_layers": layers,
+            "num_heads": heads,
+            "hidden_size": hidden,
+            "dropout": 0.0,
+            "bias": False,
+        }
+        for key, (vocab_in, vocab_out) in _VOCABS.items()
+    }
+    subs["fine_acoustics_config"].update(n_codes_total=8, n_codes_given=1)
+    return {**subs, "codec_config": EncodecConfig().to_dict()}
+
+
+def _fingerprint(arch: str) -> str:
+    import transformers
+
+    # The folder depends on the config and on the transformers major version that wrote it (formats moved
+    # between 4.x and 5.x); rebuilding is cheap, mixing is not.
+    blob = json.dumps({"arch": ARCHITECTURES[arch], "seed": 0, "tf": transformers.__version__.split(".")[0]})
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def random_model_dir(arch: str, root: Path | None = None) -> Path:
+    return (root or cache_dir()) / f"random-{arch}-{_fingerprint(arch)}"
+
+
+@contextlib.contextmanager
+def _build_lock(target: Path):
+    """Serialize builders of one folder (several workers may start at once)."""
+    import fcntl
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_random_model(arch: str, root: Path | None = None) -> Path:
+    """Build the random-weight model of ``arch`` once (seed 0) and return its folder."""
+    target = random_model_dir(arch, root)
+    if (target / _COMPLETE_MARK).exists():
+        return target
+    with _build_lock(target):
+        if (target / _COMPLETE_MARK).exists():
+            return target
+        _build_random_model(arch, target)
+    return target
+
+
+def _build_random_model(arch: str, target: Path) -> None:
+    import torch
+    from transformers import BarkConfig, BarkModel, GenerationConfig
+    from transformers.models.bark.generation_configuration_bark import BarkGenerationConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = BarkModel(BarkConfig(**bark_config_dict(arch)))
+        # BarkModel(config) gets a plain GenerationConfig without the nested sub-model configs; this is the
+        # shape the hub's generation_config.json has and the one both generate and save_pretrained accept.
+        model.generation_config = GenerationConfig.from_dict(BarkGenerationConfig().to_dict())
+        model.save_pretrained(tmp)
+        del model
+        build_processor(tmp / "processor-src").save_pretrained(tmp)
+        shutil.rmtree(tmp / "processor-src")
+        (tmp / _COMPLETE_MARK).write_text(json.dumps({"arch": arch, "seed": 0}))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_processor(workdir: Path):
+    """A real BarkProcessor over a BertTokenizer with a small generated WordPiece vocabulary."""
+    from transformers import BarkProcessor, BertTokenizer
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = sorted({c for w in _WORDS for c in w})
+    vocab = [*specials, *dict.fromkeys(_WORDS), *letters, *(f"##{c}" for c in letters)]
+    (workdir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    # BertTokenizer(vocab_file=...) silently ignores the file on transformers 5.x; from_pretrained loads it.
+    tokenizer = BertTokenizer.from_pretrained(str(workdir))
+    return BarkProcessor(tokenizer=tokenizer)
+
+
+def resolve(source: ModelSource) -> str:
+    """The folder or hub id ``from_pretrained`` should load; builds random models on first use."""
+    if source.kind == "random":
+        assert source.arch is not None
+        return str(ensure_random_model(source.arch))
+    if source.kind == "folder":
+        path = Path(source.spec)
+        if not path.is_dir():
+            raise SourceError(f"model folder {source.spec} does not exist; pass an existing folder or 'tiny'")
+        if not (path / "config.json").exists():
+            raise SourceError(
+                f"model folder {source.spec} has no config.json (not a saved BarkModel); "
+                "save one with model.save_pretrained(folder) or use 'tiny'"
+            )
+        return str(path)
+    return source.spec
+
+
+def load_processor(source: ModelSource):
+    from transformers import BarkProcessor
+
+    location = resolve(source)
+    try:
+        return BarkProcessor.from_pretrained(location)
+    except OSError as exc:
+        raise _explain_load_error(source, exc) from exc
+
+
+def load_model(source: ModelSource, **kwargs: Any):
+    """``BarkModel.from_pretrained`` on the source; ``kwargs`` go to from_pretrained (dtype, attention)."""
+    from transformers import BarkModel
+
+    location = resolve(source)
+    try:
+        return BarkModel.from_pretrained(location, **kwargs)
+    except OSError as exc:
+        raise _explain_load_error(source, exc) from exc
+    except (ValueError, RuntimeError) as exc:
+        if source.kind == "hub":
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"model folder {source.spec} is corrupt ({first}); re-save it or use 'tiny'") from exc
+
+
+def _explain_load_error(source: ModelSource, exc: OSError) -> SourceError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if source.kind == "hub":
+        return SourceError(
+            f"cannot load {source.spec!r}: the hub is unreachable or offline and it is not in the local cache "
+            f"({first[:160]}); download it once with network access, or use --bark-model tiny"
+        )
+    return SourceError(f"cannot load {source.spec}: {first[:200]}; re-save the folder or use 'tiny'")
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

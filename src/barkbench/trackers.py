@@ -1,0 +1,155 @@
+"""Latency and peak-memory trackers: small context managers that fill in a small dataclass.
+
+Memory means the device's allocator on an accelerator (``max_memory_allocated`` after
+``reset_peak_memory_stats``, like the blog) and the process's peak resident set on CPU. Linux keeps the peak
+(VmHWM) per process and resets it to the current RSS when ``5`` is written to ``/proc/self/clear_refs`` —
+no poller thread, no missed spikes. Where that file cannot be written, a 1 ms RSS poller stands in and
+says so in ``method``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from barkbench.device import synchronize
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def current_rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's high-water mark to the current RSS; False where the kernel does not allow it."""
+    try:
+        with open(_CLEAR_REFS, "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return _status_kib("VmHWM") is not None
+
+
+@dataclass
+class Latency:
+    seconds: float = 0.0
+
+
+class LatencyTracker:
+    """Wall time of the block, the device synchronized at both ends."""
+
+    def __init__(self) -> None:
+        self.result = Latency()
+
+    def __enter__(self) -> Latency:
+        synchronize()
+        self._start = time.perf_counter()
+        return self.result
+
+    def __exit__(self, *exc: object) -> None:
+        synchronize()
+        self.result.seconds = time.perf_counter() - self._start
+
+
+@dataclass
+class PeakMemory:
+    """``peak_bytes``: the block's peak above ``baseline_bytes``. ``method`` says how it was measured."""
+
+    peak_bytes: int = 0
+    baseline_bytes: int = 0
+    method: str = ""
+
+
+class _RssPoller(threading.Thread):
+    # Fallback where /proc/self/clear_refs is not writable: a 1 ms poller can miss short spikes.
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = current_rss()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.001):
+            self.peak = max(self.peak, current_rss())
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, current_rss())
+
+
+class MemoryTracker:
+    """Peak memory of the block on ``device_type`` above ``baseline_bytes``.
+
+    ``baseline_bytes`` defaults to the usage at entry; pass the usage before the model was loaded to count the
+    weights too (what the blog's tables do).
+    """
+
+    def __init__(self, device_type: str = "cpu", baseline_bytes: int | None = None) -> None:
+        self.device_type = device_type
+        self.baseline_bytes = baseline_bytes
+        self.result = PeakMemory()
+        self._poller: _RssPoller | None = None
+
+    def _accelerator(self):
+        import torch
+
+        return getattr(torch, self.device_type)
+
+    def __enter__(self) -> PeakMemory:
+        if self.device_type == "cpu":
+            start = current_rss()
+            if reset_peak_rss():
+                self.result.method = "cpu_peak_rss"
+            else:
+                self._poller = _RssPoller()
+                self._poller.start()
+                self.result.method = "cpu_rss_poll_1ms"
+        else:
+            synchronize()
+            module = self._accelerator()
+            module.reset_peak_memory_stats()
+            start = int(module.memory_allocated())
+            self.result.method = f"{self.device_type}_max_memory_allocated"
+        self.result.baseline_bytes = start if self.baseline_bytes is None else self.baseline_bytes
+        return self.result
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device_type == "cpu":
+            if self._poller is not None:
+                peak = self._poller.stop()
+            else:
+                peak = _status_kib("VmHWM") or current_rss()
+        else:
+            synchronize()
+            peak = int(self._accelerator().max_memory_allocated())
+        self.result.peak_bytes = max(0, peak - self.result.baseline_bytes)
+
+
+def memory_in_use(device_type: str) -> int:
+    """Memory the process holds now on ``device_type`` (RSS on CPU, allocator bytes on an accelerator)."""
+    if device_type == "cpu":
+        return current_rss()
+    import torch
+
+    return int(getattr(torch, device_type).memory_allocated())
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
