@@ -1,0 +1,44 @@
+"""Shared test set-up: offline hub, one tiny-model cache per test session, pytester for sub-sessions."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports transformers: a missing model must fail in a second, not after network time-outs.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# One cache per test session (workers inherit the environment), unless the caller pins one to reuse builds.
+os.environ.setdefault("BARKBENCH_CACHE", tempfile.mkdtemp(prefix="barkbench-test-cache-"))
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_source():
+    from barkbench import sources
+
+    source = sources.parse_model_source("tiny")
+    sources.resolve(source)  # build once for the session
+    return source
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny_source) -> Path:
+    from barkbench import sources
+
+    return Path(sources.resolve(tiny_source))
+
+
+@pytest.fixture()
+def bench_pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester folder holding the repo's conftest and bench/ suite, to run benchmark sub-sessions."""
+    pytester.makeconftest((REPO / "conftest.py").read_text())
+    bench = pytester.mkdir("bench")
+    (bench / "test_bark.py").write_text((REPO / "bench" / "test_bark.py").read_text())
+    return pytester
