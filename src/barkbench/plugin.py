@@ -150,8 +150,16 @@ def bench_config(config: pytest.Config) -> BenchConfig:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "bark_variant" in metafunc.fixturenames:
-        variants = bench_config(metafunc.config).variants
-        metafunc.parametrize("bark_variant", variants, ids=[v.id for v in variants])
+        # Parametrized by id (a plain string: pytest-benchmark stores params in its JSON), resolved to the
+        # Variant by the fixture below.
+        ids = [v.id for v in bench_config(metafunc.config).variants]
+        metafunc.parametrize("bark_variant", ids, ids=ids, indirect=True)
+
+
+@pytest.fixture()
+def bark_variant(request: pytest.FixtureRequest) -> Variant:
+    by_id = {v.id: v for v in bench_config(request.config).variants}
+    return by_id[request.param]
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ says so in ``method``.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -18,6 +19,9 @@ from pathlib import Path
 from barkbench.device import synchronize
 
 _STATUS = Path("/proc/self/status")
+#: How far the kernel's RSS figures may trail the truth: Linux folds per-CPU RSS counters into the total in
+#: batches, so VmRSS and VmHWM are exact only to a few hundred KiB.
+RSS_COUNTER_TOLERANCE = 1 << 20
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
@@ -35,6 +39,15 @@ def _status_kib(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def release_free_heap() -> None:
+    """Return glibc's free heap pages to the OS. Without it, an allocation that reuses pages which were freed
+    but still resident at the start of a region is partly invisible to an RSS difference."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim
 
 
 def reset_peak_rss() -> bool:
@@ -114,6 +127,7 @@ class MemoryTracker:
 
     def __enter__(self) -> PeakMemory:
         if self.device_type == "cpu":
+            release_free_heap()
             start = current_rss()
             if reset_peak_rss():
                 self.result.method = "cpu_peak_rss"
