@@ -34,7 +34,7 @@ def test_blog_tables_are_reproduced_by_presets():
 
 
 def test_blog_sdpa_swaps_only_the_attention():
-    for blog, sdpa in zip(GROUPS["blog"], GROUPS["blog-sdpa"]):
+    for blog, sdpa in zip(GROUPS["blog"], GROUPS["blog-sdpa"], strict=True):
         expected = "sdpa" if blog.attention == "bettertransformer" else blog.attention
         assert (sdpa.attention, sdpa.dtype, sdpa.offload, sdpa.batch_size) == (
             expected, blog.dtype, blog.offload, blog.batch_size)

@@ -38,8 +38,9 @@ def _sdpa_attn(
     # With a KV cache the query is the last token alone: SDPA's is_causal would mask everything but the first
     # key (it aligns top-left), so a single-token query attends to all keys instead — what the eager mask does.
     is_causal = bool(self.is_causal) and query.shape[2] != 1
-    # SDPA's default scale is 1/sqrt(head_dim), the eager path's. The attention mask is not used, like optimum's BetterTransformer: Bark only uses it to fill pad tokens
-    # before the model, and the semantic model's padding is part of its fixed-length text prompt.
+    # SDPA's default scale is 1/sqrt(head_dim), the eager path's. The attention mask is not used, like
+    # optimum's BetterTransformer: Bark only uses it to fill pad tokens before the model, and the semantic
+    # model's padding is part of its fixed-length text prompt.
     output = F.scaled_dot_product_attention(
         query,
         key,

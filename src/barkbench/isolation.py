@@ -14,6 +14,7 @@ Protocol (parent → worker → parent), one request at a time:
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import traceback
@@ -227,10 +228,8 @@ class WorkerProcess:
 
     def close(self) -> None:
         if self._process.is_alive():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self._conn.send(("stop",))
-            except (OSError, ValueError):
-                pass
             self._process.join(30)
             if self._process.is_alive():
                 self._process.kill()

@@ -45,7 +45,7 @@ let ' s try generating speech , with bark a text - to model wow batching is so g
 cool . the hello my dog cute need him in life this benchmark measures how fast and much memory takes on gpu
 cpu you we are of for that be can what when where which who will not no yes one two three four five six seven
 eight nine ten good bad fine test sound voice audio fused attention half precision offload run time
-""".split()
+""".split()  # noqa: SIM905 - a word list reads better as text
 
 
 class SourceError(RuntimeError):

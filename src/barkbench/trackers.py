@@ -9,6 +9,7 @@ says so in ``method``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -44,10 +45,8 @@ def _status_kib(field: str) -> int | None:
 def release_free_heap() -> None:
     """Return glibc's free heap pages to the OS. Without it, an allocation that reuses pages which were freed
     but still resident at the start of a region is partly invisible to an RSS difference."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
 
 
 def reset_peak_rss() -> bool:
@@ -146,10 +145,8 @@ class MemoryTracker:
 
     def __exit__(self, *exc: object) -> None:
         if self.device_type == "cpu":
-            if self._poller is not None:
-                peak = self._poller.stop()
-            else:
-                peak = _status_kib("VmHWM") or current_rss()
+            polled = self._poller.stop() if self._poller is not None else None
+            peak = polled or _status_kib("VmHWM") or current_rss()
         else:
             synchronize()
             peak = int(self._accelerator().max_memory_allocated())
