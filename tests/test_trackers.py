@@ -34,7 +34,7 @@ def test_cpu_peak_is_reset_between_regions():
 
 
 def test_baseline_before_load_counts_what_stays_resident():
-    baseline = trackers.current_rss()
+    baseline = trackers.memory_in_use("cpu")
     kept = np.ones(64 * MiB, dtype=np.uint8)  # "the model": loaded before the region, still resident
     with trackers.MemoryTracker("cpu", baseline_bytes=baseline) as peak:
         temp = np.ones(32 * MiB, dtype=np.uint8)

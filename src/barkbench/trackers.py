@@ -156,6 +156,7 @@ class MemoryTracker:
 def memory_in_use(device_type: str) -> int:
     """Memory the process holds now on ``device_type`` (RSS on CPU, allocator bytes on an accelerator)."""
     if device_type == "cpu":
+        release_free_heap()  # as MemoryTracker does at entry, so the two figures are comparable
         return current_rss()
     import torch
 
