@@ -1,0 +1,72 @@
+"""The ``barkbench`` console script: subcommands that read pytest-benchmark JSON files.
+
+Each subcommand is a module exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; adding
+one is one entry in ``SUBCOMMANDS``. Every error the user can fix prints ``barkbench: error: <one line>`` on
+stderr and exits with status 2 (1 is reserved for ``compare``'s "regression found").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import NoReturn
+
+from barkbench import compare, export, report
+from barkbench.results import ResultsError
+
+#: name -> module implementing the subcommand protocol.
+SUBCOMMANDS: dict[str, ModuleType] = {
+    "report": report,
+    "compare": compare,
+    "export-github": export,
+}
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A command-line mistake; argparse's own errors are routed here so they print on one line too."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print the whole usage block and exit; one actionable line reads better in CI logs.
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="barkbench", description="Reports and regression gates for barkbench results "
+                                                   "(pytest-benchmark JSON files).")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+        if handler is None:
+            raise UsageError(f"choose a command: {', '.join(SUBCOMMANDS)} (see `barkbench --help`)")
+        return handler(args)
+    except SystemExit as exc:  # --help and --version exit through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    except (UsageError, ResultsError) as exc:
+        return _error(str(exc))
+    except OSError as exc:  # e.g. an output directory that cannot be written
+        return _error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+
+
+def _error(message: str) -> int:
+    print(f"barkbench: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""``barkbench compare BASE NEW --fail-on METRIC:THRESHOLD``: the regression gate on barkbench's own figures.
+
+pytest-benchmark's ``--benchmark-compare-fail`` gates timing stats only; peak memory, throughput and the
+audio rate live in ``extra_info``, which it never compares. Benchmarks are matched by ``fullname`` (the test
+id is the variant id, so the same variant keeps its name across runs).
+
+Exit status: 0 no regression beyond a threshold, 1 at least one, 2 unusable input (missing or malformed file,
+or a BASE benchmark absent from NEW without ``--allow-missing``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from barkbench import markdown as md
+from barkbench.results import BenchmarkResult, ResultsError, Run, load_run
+
+HELP = "gate NEW against BASE on peak memory, throughput, latency or audio rate (exit 1 on a regression)"
+
+#: Floating-point slack so that a change of exactly the threshold (5.0 % vs 5 %) is never a regression.
+_EPSILON = 1e-9
+
+
+class OptionError(ValueError):
+    """A bad option value; the message says what is accepted."""
+
+
+class MissingBenchmarkError(ResultsError):
+    """A BASE benchmark has no counterpart in NEW (the gate would silently stop covering it)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    higher_is_worse: bool
+    value: Callable[[BenchmarkResult], float | None]
+    render: Callable[[float | None], str]
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("memory", "peak memory", True, lambda r: r.peak_memory_bytes,
+               lambda v: md.MISSING if v is None else f"{md.thousands(v / 1e6)} MB"),
+        Metric("throughput", "throughput", False, lambda r: r.throughput_samples_per_s,
+               lambda v: md.MISSING if v is None else f"{md.significant(v)} samples/s"),
+        Metric("latency", "latency mean", True, lambda r: r.latency_mean,
+               lambda v: md.MISSING if v is None else f"{md.significant(v)} s"),
+        Metric("audio_rate", "audio s / wall s", False, lambda r: r.audio_seconds_per_wall_second,
+               lambda v: md.significant(v)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Fail when ``metric`` gets worse by more than ``threshold`` (a fraction: 0.05 is 5 %)."""
+
+    metric: Metric
+    threshold: float
+
+    def __str__(self) -> str:
+        return f"{self.metric.name}:{format_threshold(self.threshold)}"
+
+
+def parse_threshold(text: str) -> float:
+    """``5%`` or ``0.05`` -> 0.05. A bare number above 1 is refused: ``5`` is likelier a typo for ``5%``."""
+    raw = text.strip()
+    percent = raw.endswith("%")
+    number_text = raw[:-1].strip() if percent else raw
+    try:
+        number = float(number_text)
+    except ValueError:
+        raise OptionError(f"threshold {text!r} is not a number; write it as 5% or 0.05") from None
+    if not math.isfinite(number) or number < 0:
+        raise OptionError(f"threshold {text!r} must be a finite, non-negative number; e.g. 5% or 0.05")
+    if percent:
+        return number / 100
+    if number > 1:
+        raise OptionError(f"threshold {text!r} is a fraction above 1 (more than 100 %); write {raw}% if you "
+                          f"mean {raw} percent")
+    return number
+
+
+def parse_metric(text: str) -> Metric:
+    try:
+        return METRICS[text.strip().lower()]
+    except KeyError:
+        raise OptionError(f"unknown metric {text!r}; choose one of {', '.join(METRICS)}") from None
+
+
+def parse_fail_on(text: str) -> Gate:
+    """``memory:5%`` -> Gate(memory, 0.05)."""
+    metric, sep, threshold = text.partition(":")
+    if not sep or not metric.strip() or not threshold.strip():
+        raise OptionError(f"--fail-on {text!r} must be METRIC:THRESHOLD, e.g. memory:5% "
+                          f"(metrics: {', '.join(METRICS)})")
+    return Gate(parse_metric(metric), parse_threshold(threshold))
+
+
+def format_threshold(threshold: float) -> str:
+    return f"{threshold * 100:g} %"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One (benchmark, metric) line of the comparison and its verdict."""
+
+    name: str
+    metric: Metric
+    base: float | None
+    new: float | None
+    threshold: float | None
+    verdict: str
+
+    HEADERS = ("Benchmark", "Metric", "Base", "New", "Change", "Verdict")
+
+    @property
+    def change(self) -> float | None:
+        return md.relative_change(self.new, self.base)
+
+    @property
+    def regressed(self) -> bool:
+        return self.verdict.startswith("REGRESSION")
+
+    def row(self) -> list[str]:
+        render = self.metric.render
+        return [f"`{self.name}`", self.metric.label, render(self.base), render(self.new),
+                md.format_percent(self.change, decimals=1), self.verdict]
+
+
+def judge(metric: Metric, base: float | None, new: float | None, threshold: float | None) -> str:
+    """ok / improved / REGRESSION for a gated metric; ``—`` if ungated, ``n/a`` if BASE lacks the figure."""
+    if base is None:
+        return "n/a"  # nothing to hold NEW to
+    if threshold is None:
+        return md.MISSING
+    if new is None:
+        # The gate cannot vouch for a figure NEW no longer records; passing silently would hide that.
+        return "REGRESSION (not recorded in NEW)"
+    if base == 0:
+        # No relative change from zero: any move is infinitely large, so only its direction matters.
+        worse = new > 0 if metric.higher_is_worse else new < 0
+        return "ok" if new == 0 else ("REGRESSION" if worse else "improved")
+    change = (new - base) / base
+    worse_by = change if metric.higher_is_worse else -change
+    if worse_by > threshold + _EPSILON:
+        return f"REGRESSION (> {format_threshold(threshold)})"
+    if -worse_by > threshold + _EPSILON:
+        return "improved"
+    return "ok"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    checks: tuple[Check, ...]
+    missing: tuple[str, ...]
+    added: tuple[str, ...]
+
+    @property
+    def regressions(self) -> list[Check]:
+        return [c for c in self.checks if c.regressed]
+
+    def to_markdown(self) -> str:
+        lines = [md.table(Check.HEADERS, [c.row() for c in self.checks], numeric=(2, 3, 4))]
+        if self.missing:
+            lines += ["", "Missing in NEW (skipped with --allow-missing): " + _names(self.missing)]
+        if self.added:
+            lines += ["", "Only in NEW (not gated): " + _names(self.added)]
+        return "\n".join(lines)
+
+
+def compare_runs(base: Run, new: Run, gates: Sequence[Gate], allow_missing: bool = False) -> Comparison:
+    """Check every BASE benchmark against NEW on the gated metrics (all metrics, ungated, when none given)."""
+    if not base.benchmarks:
+        raise ResultsError(f"{base.path}: no barkbench benchmarks to compare against; "
+                           f"pass a run written by `pytest bench/ --benchmark-json=FILE`")
+    new_by_name = new.by_fullname()
+    missing = tuple(b.fullname for b in base.benchmarks if b.fullname not in new_by_name)
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise MissingBenchmarkError(f"{len(missing)} benchmark(s) of {base.path} missing in {new.path}: "
+                                    f"{shown}; pass --allow-missing to skip them")
+    thresholds: dict[str, float | None] = {g.metric.name: g.threshold for g in gates}
+    if not thresholds:
+        thresholds = dict.fromkeys(METRICS)
+    base_names = {b.fullname for b in base.benchmarks}
+    checks: list[Check] = []
+    for old in base.benchmarks:
+        current = new_by_name.get(old.fullname)
+        if current is None:
+            continue
+        for name, threshold in thresholds.items():
+            metric = METRICS[name]
+            base_value, new_value = metric.value(old), metric.value(current)
+            if old.failed:
+                verdict = "failed in BASE"  # nothing to hold NEW to
+            elif current.failed:
+                # A variant that used to work and now fails is the worst regression there is.
+                verdict = "REGRESSION (failed in NEW)" if threshold is not None else "failed in NEW"
+            else:
+                verdict = judge(metric, base_value, new_value, threshold)
+            checks.append(Check(old.name, metric, base_value, new_value, threshold, verdict))
+    added = tuple(b.fullname for b in new.benchmarks if b.fullname not in base_names)
+    return Comparison(tuple(checks), missing, added)
+
+
+def _names(fullnames: Sequence[str]) -> str:
+    return ", ".join(f"`{n}`" for n in fullnames)
+
+
+# -- command line ------------------------------------------------------------------------------------------
+
+
+def _option(parse: Callable[[str], Gate]) -> Callable[[str], Gate]:
+    """Let argparse show the parser's own message instead of its generic 'invalid value'."""
+
+    def wrapped(text: str) -> Gate:
+        try:
+            return parse(text)
+        except OptionError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    wrapped.__name__ = parse.__name__
+    return wrapped
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base", type=Path, metavar="BASE.json", help="the reference run")
+    parser.add_argument("new", type=Path, metavar="NEW.json", help="the run to check")
+    parser.add_argument("--fail-on", action="append", default=[], type=_option(parse_fail_on),
+                        metavar="METRIC:THRESHOLD",
+                        help=f"fail when METRIC gets worse by more than THRESHOLD (5%% or 0.05); "
+                        f"repeatable. Metrics: {', '.join(METRICS)}. Without it every metric is shown and "
+                        f"nothing is gated")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="skip BASE benchmarks absent from NEW instead of failing with exit status 2")
+
+
+def run(args: argparse.Namespace) -> int:
+    base, new = load_run(args.base), load_run(args.new)
+    for note in base.notes() + new.notes():
+        print(f"barkbench: note: {note}", file=sys.stderr)
+    comparison = compare_runs(base, new, args.fail_on, allow_missing=args.allow_missing)
+    print(comparison.to_markdown())
+    print()
+    regressions = comparison.regressions
+    if not args.fail_on:
+        print(f"No --fail-on given: {len(comparison.checks)} figure(s) shown, nothing gated.")
+        return 0
+    gates = ", ".join(str(g) for g in args.fail_on)
+    if regressions:
+        print(f"FAILED: {len(regressions)} regression(s) beyond the thresholds ({gates}).")
+        return 1
+    print(f"OK: no regression beyond the thresholds ({gates}) in {len(comparison.checks)} check(s).")
+    return 0

@@ -1,0 +1,96 @@
+"""``barkbench export-github RUN.json``: github-action-benchmark "custom" JSON for memory and throughput.
+
+benchmark-action/github-action-benchmark charts a metric over commits from a list of
+``{"name", "unit", "value"}`` entries; its ``customSmallerIsBetter`` and ``customBiggerIsBetter`` tools each
+take one file, so peak memory (smaller is better) and throughput (bigger is better) go to two files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from barkbench.results import BYTES_PER_MB, BenchmarkResult, ResultsError, Run, load_run
+
+HELP = "write github-action-benchmark custom JSON (peak memory, throughput) from a run"
+DEFAULT_PREFIX = "github-benchmark"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One github-action-benchmark input file: which tool reads it and how a result becomes a value."""
+
+    suffix: str
+    tool: str
+    unit: str
+    value: Callable[[BenchmarkResult], float | None]
+
+
+SERIES = (
+    Series("memory", "customSmallerIsBetter", "MB",
+           lambda r: None if r.peak_memory_bytes is None else round(r.peak_memory_bytes / BYTES_PER_MB, 3)),
+    Series("throughput", "customBiggerIsBetter", "samples/s",
+           lambda r: None if r.throughput_samples_per_s is None else round(r.throughput_samples_per_s, 6)),
+)
+
+
+def entry_name(result: BenchmarkResult) -> str:
+    """Stable across runs (the action joins history by name); the machine is left out on purpose, since a
+    runner's host name can change between jobs while the workflow pins the hardware."""
+    return f"{result.variant} ({result.model_source}, {result.device})"
+
+
+def entries(run: Run, series: Series) -> list[dict[str, Any]]:
+    """The action's custom format; failed variants have no figure and are left out (and noted by the CLI)."""
+    out = []
+    for result in run.benchmarks:
+        value = None if result.failed else series.value(result)
+        if value is not None:
+            out.append({"name": entry_name(result), "unit": series.unit, "value": value})
+    return out
+
+
+def output_paths(prefix: Path) -> dict[str, Path]:
+    return {s.suffix: prefix.with_name(f"{prefix.name}-{s.suffix}.json") for s in SERIES}
+
+
+def export_github(run: Run, prefix: Path) -> dict[str, Path]:
+    """Write ``PREFIX-memory.json`` and ``PREFIX-throughput.json``; return them by series name."""
+    if not run.benchmarks:
+        raise ResultsError(f"{run.path}: no barkbench benchmarks to export; "
+                           f"pass a run written by `pytest bench/ --benchmark-json=FILE`")
+    paths = output_paths(prefix)
+    for series in SERIES:
+        path = paths[series.suffix]
+        if path.parent != Path():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(entries(run, series), indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+# -- command line ------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_file", type=Path, metavar="RUN.json", help="a pytest-benchmark JSON file")
+    parser.add_argument("--output", type=Path, default=Path(DEFAULT_PREFIX), metavar="PREFIX",
+                        help=f"writes PREFIX-memory.json (tool: customSmallerIsBetter) and "
+                        f"PREFIX-throughput.json (tool: customBiggerIsBetter); default: {DEFAULT_PREFIX}")
+
+
+def run(args: argparse.Namespace) -> int:
+    data = load_run(args.run_file)
+    for note in data.notes():
+        print(f"barkbench: note: {note}", file=sys.stderr)
+    failed = [r.variant for r in data.benchmarks if r.failed]
+    if failed:
+        print(f"barkbench: note: left out failed variant(s): {', '.join(failed)}", file=sys.stderr)
+    paths = export_github(data, args.output)
+    for series in SERIES:
+        print(f"{paths[series.suffix]}  (tool: {series.tool}, unit: {series.unit})")
+    return 0

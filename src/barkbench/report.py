@@ -1,0 +1,224 @@
+"""``barkbench report``: blog-style Markdown tables and PNG plots from one or more result files.
+
+Results are grouped by machine, model source, device and batch size, because only rows sharing all four are
+comparable. Each group gets an absolute table and a table relative to its baseline row, in the style of the
+Hugging Face "Optimizing Bark" blog post.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from barkbench import markdown as md
+from barkbench import plots
+from barkbench.results import BenchmarkResult, ResultsError, Run, load_runs
+
+HELP = "write Markdown tables and PNG plots from pytest-benchmark JSON files"
+DEFAULT_OUTPUT_DIR = Path("barkbench-report")
+REPORT_NAME = "report.md"
+
+_INTRO = (
+    "Latency is the mean wall time of one `generate()` call over the measured rounds (± standard "
+    "deviation, from 2 rounds up). Peak memory is the maximum over the rounds (CUDA: "
+    "`max_memory_allocated`; CPU: peak RSS of the worker process); 1 MB = 10⁶ bytes. Throughput is batch "
+    "size / mean latency. Audio s / wall s is seconds of audio generated per second of compute: above 1 is "
+    "faster than real time."
+)
+
+
+@dataclass(frozen=True)
+class Group:
+    """The rows that are comparable with each other: same machine, model source, device and batch size."""
+
+    machine: str
+    model_source: str
+    device: str
+    batch_size: int
+    results: tuple[BenchmarkResult, ...]
+
+    @property
+    def succeeded(self) -> list[BenchmarkResult]:
+        return [r for r in self.results if not r.failed]
+
+    @property
+    def failed(self) -> list[BenchmarkResult]:
+        return [r for r in self.results if r.failed]
+
+    @property
+    def baseline(self) -> BenchmarkResult | None:
+        """eager/fp32/no offload if it ran and succeeded, else the first successful row (the caption says)."""
+        ok = self.succeeded
+        return next((r for r in ok if r.is_reference_baseline), ok[0] if ok else None)
+
+    @property
+    def title(self) -> str:
+        names = sorted({r.device_name for r in self.results if r.device_name})
+        device = f"{self.device} ({', '.join(names)})" if names else self.device
+        return f"`{self.model_source}` on {device}, batch size {self.batch_size}"
+
+    def to_markdown(self, plot_file: str | None = None) -> str:
+        parts = [f"### {self.title}", "", md.table(BenchmarkResult.ABSOLUTE_HEADERS,
+                                                   [r.absolute_row() for r in self.results])]
+        baseline = self.baseline
+        if baseline is not None:
+            # The baseline first, as in the blog's tables; the others keep the order they ran in.
+            ordered = [baseline, *(r for r in self.succeeded if r is not baseline)]
+            parts += ["", self.caption(baseline), "",
+                      md.table(BenchmarkResult.RELATIVE_HEADERS, [r.relative_row(baseline) for r in ordered])]
+        else:
+            parts += ["", "_No variant succeeded in this group, so there is nothing to compare._"]
+        if self.failed:
+            parts += ["", "**Failed:**", ""]
+            parts += [f"- `{r.variant}`: {r.error or 'no error message recorded'}" for r in self.failed]
+        if plot_file:
+            parts += ["", f"![Latency vs peak memory, {self.title.replace('`', '')}]({plot_file})"]
+        return "\n".join(parts)
+
+    def caption(self, baseline: BenchmarkResult) -> str:
+        if baseline.is_reference_baseline:
+            which = f"Relative to the baseline `{baseline.variant}` (eager attention, fp32, no offload)."
+        else:
+            which = (f"No eager/fp32/no-offload variant ran at this batch size, so the baseline is the first "
+                     f"row, `{baseline.variant}`.")
+        return (f"{which} Negative latency and memory changes are improvements; so is positive throughput. "
+                f"Speed-up is baseline latency / variant latency.")
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown: str
+    files: tuple[Path, ...]
+
+
+def relabel_machines(runs: Sequence[Run]) -> tuple[list[BenchmarkResult], dict[str, str]]:
+    """All runs' results, and a short file-name-friendly name per machine label.
+
+    Two runs from the same machine get "run N (file)" added to the label, so their rows never mix in a group.
+    """
+    counts = Counter(run.machine for run in runs)
+    results: list[BenchmarkResult] = []
+    short: dict[str, str] = {}
+    for index, run in enumerate(runs, start=1):
+        node = str(run.machine_info.get("node") or "machine")
+        label, name = run.machine, node
+        if counts[run.machine] > 1:
+            label, name = f"{run.machine}, run {index} ({run.path.name})", f"{node}-run{index}"
+        short[label] = name
+        results.extend(dataclasses.replace(r, machine=label) for r in run.benchmarks)
+    return results, short
+
+
+def group_results(results: Sequence[BenchmarkResult]) -> list[Group]:
+    """Groups in first-seen machine/model/device order, batch sizes ascending within each."""
+    keys: dict[tuple[str, str, str], dict[int, list[BenchmarkResult]]] = {}
+    for r in results:
+        keys.setdefault((r.machine, r.model_source, r.device), {}).setdefault(r.batch_size, []).append(r)
+    return [
+        Group(machine, model, device, batch, tuple(rows))
+        for (machine, model, device), by_batch in keys.items()
+        for batch, rows in sorted(by_batch.items())
+    ]
+
+
+def runs_table(runs: Sequence[Run]) -> str:
+    rows = []
+    for run in runs:
+        sw = run.software
+        rows.append([
+            f"`{run.path.name}`", run.machine, str(sw.get("device") or md.MISSING),
+            str(sw.get("torch") or md.MISSING), str(sw.get("transformers") or md.MISSING),
+            f"`{run.commit}`", run.datetime or md.MISSING,
+        ])
+    return md.table(("Run", "Machine", "Device", "torch", "transformers", "Commit", "Date"), rows,
+                    numeric=())
+
+
+def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
+    """The Markdown text, and the PNGs written into ``output_dir`` (none when it is None)."""
+    results, short = relabel_machines(runs)
+    groups = group_results(results)
+    if not groups:
+        names = ", ".join(str(run.path) for run in runs)
+        raise ResultsError(f"{names}: no barkbench benchmarks in the file(s); "
+                           f"run `pytest bench/ --benchmark-json=FILE` to produce some")
+    namer = _FileNamer()
+    files: list[Path] = []
+    lines = ["# Bark benchmark report", "", _INTRO, "", "## Runs", "", runs_table(runs)]
+    machine = section = None
+    for group in groups:
+        if group.machine != machine:
+            machine, section = group.machine, None
+            lines += ["", f"## {machine}"]
+        if (group.model_source, group.device) != section:
+            section = (group.model_source, group.device)
+            lines += ["", f"Model `{group.model_source}` on {group.device}."]
+            if output_dir is not None:
+                same = [r for g in groups if (g.machine, g.model_source, g.device) == (machine, *section)
+                        for r in g.results]
+                path = output_dir / namer(f"throughput-{short[machine]}-{group.model_source}-{group.device}")
+                plots.throughput_vs_batch(same, f"Throughput vs batch size: {group.model_source}, "
+                                                f"{group.device}\n{machine}", path)
+                files.append(path)
+                alt = f"Throughput vs batch size, {group.model_source} on {group.device}"
+                lines += ["", f"![{alt}]({path.name})"]
+        plot_file = None
+        if output_dir is not None and group.succeeded:
+            path = output_dir / namer(
+                f"latency-memory-{short[machine]}-{group.model_source}-{group.device}-bs{group.batch_size}")
+            title = (f"Latency vs peak memory: {group.model_source}, {group.device}, "
+                     f"batch size {group.batch_size}\n{machine}")
+            plots.latency_vs_memory(group.succeeded, title, path)
+            files.append(path)
+            plot_file = path.name
+        lines += ["", group.to_markdown(plot_file)]
+    notes = [note for run in runs for note in run.notes()]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
+    return Report(markdown="\n".join(lines) + "\n", files=tuple(files))
+
+
+def write_report(runs: Sequence[Run], output_dir: Path, plots_enabled: bool = True) -> Report:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report(runs, output_dir if plots_enabled else None)
+    path = output_dir / REPORT_NAME
+    path.write_text(report.markdown, encoding="utf-8")
+    return Report(markdown=report.markdown, files=(path, *report.files))
+
+
+class _FileNamer:
+    """Readable, file-system-safe PNG names, made unique when two slugs collide."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[str] = Counter()
+
+    def __call__(self, text: str) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:120] or "plot"
+        self.seen[slug] += 1
+        suffix = f"-{self.seen[slug]}" if self.seen[slug] > 1 else ""
+        return f"{slug}{suffix}.png"
+
+
+# -- command line ------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.json",
+                        help="pytest-benchmark JSON files (--benchmark-json or .benchmarks/*/NNNN_*.json); "
+                        "runs from several machines are grouped per machine")
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
+                        help=f"where report.md and the PNGs go (default: {DEFAULT_OUTPUT_DIR}/)")
+    parser.add_argument("--no-plots", action="store_true", help="write only report.md")
+
+
+def run(args: argparse.Namespace) -> int:
+    report = write_report(load_runs(args.runs), args.output_dir, plots_enabled=not args.no_plots)
+    sys.stdout.write(report.markdown)
+    print(f"barkbench: wrote {', '.join(str(p) for p in report.files)}", file=sys.stderr)
+    return 0

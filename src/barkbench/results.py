@@ -1,0 +1,332 @@
+"""Load pytest-benchmark JSON written by the barkbench plugin into small frozen dataclasses.
+
+Both kinds of file pytest-benchmark writes share one schema: the autosaved
+``.benchmarks/<machine>/NNNN_*.json`` and ``--benchmark-json FILE``. The barkbench figures (memory,
+throughput, audio rate, the variant's axes) live in each benchmark's ``extra_info``, which pytest-benchmark
+itself never shows or compares; this module is what the ``barkbench`` commands read them through.
+
+Nothing here imports torch or the plugin, so reading results stays fast and works on a machine that only
+holds the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from barkbench import markdown as md
+
+#: SI megabytes, so the tables can be checked by hand (and match github-action-benchmark's "MB" unit).
+BYTES_PER_MB = 1_000_000
+#: The row the blog's relative tables divide by (same rule as ``barkbench.variants.Variant.is_baseline``).
+BASELINE_AXES = ("eager", "fp32", "none")
+#: extra_info keys that mark a benchmark as one of ours; other benchmarks in the file are skipped with a note.
+REQUIRED_FIELDS = ("variant", "attention", "dtype", "offload", "batch_size")
+
+_FIX = ("pass a file written by `pytest bench/ --benchmark-json=FILE` or autosaved as "
+        ".benchmarks/*/NNNN_*.json")
+_BATCH_IN_ID = re.compile(r"-bs\d+$")
+
+
+class ResultsError(Exception):
+    """A results file is missing or unusable. The message is one line: the file, what is wrong, the fix."""
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """The seconds-per-``generate`` figures pytest-benchmark computed over the measured rounds."""
+
+    mean: float
+    median: float | None
+    stddev: float | None
+    min: float | None
+    max: float | None
+    rounds: int
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any]) -> LatencyStats | None:
+        """None when there is no mean: a failed benchmark may carry a stats block without numbers."""
+        mean = _float(stats.get("mean"))
+        if mean is None:
+            return None
+        return cls(
+            mean=mean,
+            median=_float(stats.get("median")),
+            stddev=_float(stats.get("stddev")),
+            min=_float(stats.get("min")),
+            max=_float(stats.get("max")),
+            rounds=int(stats.get("rounds") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """One benchmarked variant: identity, axes and the figures, plus how it renders in the report tables."""
+
+    fullname: str
+    name: str
+    variant: str
+    attention: str
+    dtype: str
+    offload: str
+    batch_size: int
+    model_source: str
+    device: str
+    device_name: str | None
+    machine: str
+    status: str = "ok"
+    error: str | None = None
+    attention_impl: str | None = None
+    latency: LatencyStats | None = None
+    peak_memory_bytes: int | None = None
+    peak_memory_bytes_mean: int | None = None
+    memory_method: str | None = None
+    model_memory_bytes: int | None = None
+    throughput_samples_per_s: float | None = None
+    audio_seconds: float | None = None
+    audio_seconds_per_wall_second: float | None = None
+    semantic_max_new_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any], machine: str) -> BenchmarkResult:
+        """Build from one entry of the file's ``benchmarks`` list; ValueError/TypeError if malformed."""
+        extra = raw["extra_info"]
+        stats = raw.get("stats") or {}
+        if not isinstance(stats, Mapping):
+            raise TypeError("'stats' is not an object")
+        status = str(extra.get("status") or "ok")
+        return cls(
+            fullname=str(raw["fullname"]),
+            name=str(raw.get("name") or raw["fullname"]),
+            variant=str(extra["variant"]),
+            attention=str(extra["attention"]),
+            dtype=str(extra["dtype"]),
+            offload=str(extra["offload"]),
+            batch_size=int(extra["batch_size"]),
+            model_source=str(extra.get("model_source") or "unknown"),
+            device=str(extra.get("device") or "unknown"),
+            device_name=_str(extra.get("device_name")),
+            machine=machine,
+            status=status,
+            error=_str(extra.get("error")),
+            attention_impl=_str(extra.get("attention_impl")),
+            latency=LatencyStats.from_stats(stats),
+            peak_memory_bytes=_int(extra.get("peak_memory_bytes")),
+            peak_memory_bytes_mean=_int(extra.get("peak_memory_bytes_mean")),
+            memory_method=_str(extra.get("memory_method")),
+            model_memory_bytes=_int(extra.get("model_memory_bytes")),
+            throughput_samples_per_s=_float(extra.get("throughput_samples_per_s")),
+            audio_seconds=_float(extra.get("audio_seconds")),
+            audio_seconds_per_wall_second=_float(extra.get("audio_seconds_per_wall_second")),
+            semantic_max_new_tokens=_int(extra.get("semantic_max_new_tokens")),
+        )
+
+    # -- derived values -------------------------------------------------------------------------------------
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def axes(self) -> tuple[str, str, str]:
+        """(attention, dtype, offload): the variant without its batch size."""
+        return (self.attention, self.dtype, self.offload)
+
+    @property
+    def series(self) -> str:
+        """The variant id without ``-bsN``: one line per series in the throughput-vs-batch plot."""
+        stripped = _BATCH_IN_ID.sub("", self.variant)
+        if stripped != self.variant:
+            return stripped
+        # An id in some other format: rebuild a label from the axes rather than guess at its layout.
+        return "-".join(a for a in (self.attention, self.dtype, self.offload) if a != "none")
+
+    @property
+    def is_reference_baseline(self) -> bool:
+        return self.axes == BASELINE_AXES
+
+    @property
+    def latency_mean(self) -> float | None:
+        return self.latency.mean if self.latency else None
+
+    @property
+    def latency_spread(self) -> float | None:
+        """The stddev, or None from a single round: pytest-benchmark reports 0 there, which would read as
+        perfectly steady timing rather than "not measured"."""
+        if self.latency is None or self.latency.rounds < 2:
+            return None
+        return self.latency.stddev
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        return None if self.peak_memory_bytes is None else self.peak_memory_bytes / BYTES_PER_MB
+
+    # -- rendering ------------------------------------------------------------------------------------------
+
+    ABSOLUTE_HEADERS = ("Variant", "Latency mean (s)", "Peak memory (MB)", "Throughput (samples/s)",
+                        "Audio s / wall s")
+    RELATIVE_HEADERS = ("Variant", "Latency", "Peak memory", "Throughput", "Speed-up")
+
+    def absolute_row(self) -> list[str]:
+        """Cells for the absolute table; a failed variant keeps its row so the reader sees it was tried."""
+        if self.failed:
+            return [f"`{self.variant}`", "failed", md.MISSING, md.MISSING, md.MISSING]
+        return [
+            f"`{self.variant}`",
+            md.mean_pm_stddev(self.latency_mean, self.latency_spread),
+            md.thousands(self.peak_memory_mb),
+            md.significant(self.throughput_samples_per_s),
+            md.significant(self.audio_seconds_per_wall_second),
+        ]
+
+    def relative_row(self, baseline: BenchmarkResult) -> list[str]:
+        """Cells for the table relative to ``baseline``: lower latency/memory and higher throughput win."""
+        label = f"`{self.variant}`" + (" (baseline)" if self is baseline else "")
+        base_latency, latency = baseline.latency_mean, self.latency_mean
+        speedup = base_latency / latency if base_latency and latency else None
+        return [
+            label,
+            md.format_percent(md.relative_change(latency, base_latency)),
+            md.format_percent(md.relative_change(self.peak_memory_bytes, baseline.peak_memory_bytes)),
+            md.format_percent(
+                md.relative_change(self.throughput_samples_per_s, baseline.throughput_samples_per_s)
+            ),
+            md.MISSING if speedup is None else f"{speedup:.2f}×",
+        ]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One results file: where it came from, what ran it, and its barkbench benchmarks."""
+
+    path: Path
+    machine_info: Mapping[str, Any]
+    commit_info: Mapping[str, Any]
+    datetime: str | None
+    version: str | None
+    benchmarks: tuple[BenchmarkResult, ...]
+    #: fullnames of benchmarks in the file without barkbench extra_info (someone else's tests).
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def machine(self) -> str:
+        return machine_label(self.machine_info)
+
+    @property
+    def software(self) -> Mapping[str, Any]:
+        """What the barkbench plugin added to machine_info: library versions, device, GPU."""
+        info = self.machine_info.get("barkbench")
+        return info if isinstance(info, Mapping) else {}
+
+    @property
+    def commit(self) -> str:
+        commit = str(self.commit_info.get("id") or "unknown")
+        short = commit[:10] if re.fullmatch(r"[0-9a-f]{40}", commit) else commit
+        return short + (" (dirty)" if self.commit_info.get("dirty") else "")
+
+    def by_fullname(self) -> dict[str, BenchmarkResult]:
+        return {b.fullname: b for b in self.benchmarks}
+
+    def notes(self) -> list[str]:
+        if not self.ignored:
+            return []
+        names = ", ".join(f"`{n}`" for n in self.ignored)
+        return [f"{self.path.name}: ignored {len(self.ignored)} benchmark(s) without barkbench extra_info: "
+                f"{names}"]
+
+
+def machine_label(machine_info: Mapping[str, Any]) -> str:
+    """``node (hardware)``: the GPU when there is one, else the CPU brand, so two machines never merge."""
+    node = str(machine_info.get("node") or "unknown host")
+    ours = machine_info.get("barkbench")
+    ours = ours if isinstance(ours, Mapping) else {}
+    cpu = machine_info.get("cpu")
+    cpu_brand = cpu.get("brand_raw") if isinstance(cpu, Mapping) else None
+    hardware = (ours.get("gpu_name") or cpu_brand or machine_info.get("processor")
+                or machine_info.get("machine"))
+    return f"{node} ({hardware})" if hardware else node
+
+
+def load_run(path: str | Path) -> Run:
+    """Read one pytest-benchmark JSON file; raise ResultsError (one line, with the fix) if it is unusable."""
+    path = Path(path)
+    if path.is_dir():
+        raise ResultsError(f"{path}: is a directory; {_FIX}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file; {_FIX}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: cannot read ({_one_line(exc)}); {_FIX}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); {_FIX}") from None
+    return parse_run(data, path)
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    return [load_run(p) for p in paths]
+
+
+def parse_run(data: Any, path: Path) -> Run:
+    """Validate the pytest-benchmark shape and keep the benchmarks whose extra_info is barkbench's."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("benchmarks"), list):
+        raise ResultsError(f"{path}: not a pytest-benchmark result file (no 'benchmarks' list); {_FIX}")
+    machine_info = data.get("machine_info")
+    if not isinstance(machine_info, Mapping):
+        raise ResultsError(f"{path}: not a pytest-benchmark result file (no 'machine_info' object); {_FIX}")
+    commit_info = data.get("commit_info")
+    machine = machine_label(machine_info)
+    results: list[BenchmarkResult] = []
+    ignored: list[str] = []
+    for index, raw in enumerate(data["benchmarks"]):
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("fullname"), str):
+            raise ResultsError(f"{path}: benchmarks[{index}] has no 'fullname'; {_FIX}")
+        extra = raw.get("extra_info")
+        if not isinstance(extra, Mapping) or any(extra.get(key) is None for key in REQUIRED_FIELDS):
+            ignored.append(raw["fullname"])
+            continue
+        try:
+            results.append(BenchmarkResult.from_json(raw, machine))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ResultsError(
+                f"{path}: benchmark {raw['fullname']!r} has malformed barkbench extra_info "
+                f"({_one_line(exc)}); re-run it with the current barkbench plugin"
+            ) from None
+    return Run(
+        path=path,
+        machine_info=machine_info,
+        commit_info=commit_info if isinstance(commit_info, Mapping) else {},
+        datetime=_str(data.get("datetime")),
+        version=_str(data.get("version")),
+        benchmarks=tuple(results),
+        ignored=tuple(ignored),
+    )
+
+
+def _float(value: Any) -> float | None:
+    # bool is an int subclass; a True here is a schema slip, not the number 1.
+    if value is None or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    return int(value)
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
