@@ -17,8 +17,14 @@ import torch.nn.functional as F
 #: Attribute set on each swapped module; the tests and reports read it.
 MARK = "_barkbench_attention"
 
-#: Last optimum release with ``optimum.bettertransformer``; 1.25+ refuse transformers >= 4.49 at import.
-BT_REQUIREMENT = "optimum>=1.23,<1.25 with transformers<4.49 (pip install -e '.[legacy]')"
+#: The stack optimum's BetterTransformer needs. 1.27 is the last optimum with ``optimum.bettertransformer``
+#: (2.x removed it) and it refuses transformers >= 4.49 at import; 1.23-1.27 all handle Bark the same way.
+BT_OPTIMUM = (">=1.23", "<1.28")
+BT_TRANSFORMERS_BELOW = "4.49"
+BT_REQUIREMENT = (
+    f"optimum{','.join(BT_OPTIMUM)} with transformers<{BT_TRANSFORMERS_BELOW} "
+    "(the legacy stack: pip install -c constraints/legacy.txt -e '.[legacy]', or ./dev.sh test)"
+)
 
 
 class AttentionUnavailable(RuntimeError):
@@ -72,20 +78,33 @@ def apply_sdpa(model: torch.nn.Module) -> int:
 
 def optimum_bettertransformer() -> Any:
     """optimum's BetterTransformer class, or AttentionUnavailable naming the versions needed."""
-    import transformers
+    from importlib import metadata
 
+    import transformers
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    # Versions are checked before importing: optimum 1.25+ raises at import on transformers >= 4.49 and older
+    # releases import but break later, so the reason should name versions, not an import traceback.
+    try:
+        optimum_version: str | None = metadata.version("optimum")
+    except metadata.PackageNotFoundError:
+        optimum_version = None
+    found = [f"transformers {transformers.__version__}"]
+    found.append(f"optimum {optimum_version}" if optimum_version else "no optimum")
+    ok = Version(transformers.__version__).release < Version(BT_TRANSFORMERS_BELOW).release and (
+        optimum_version is not None and Version(optimum_version) in SpecifierSet(",".join(BT_OPTIMUM))
+    )
+    advice = "use attention=sdpa, barkbench's equivalent SDPA swap, which runs on any transformers"
+    if not ok:
+        raise AttentionUnavailable(f"bettertransformer needs {BT_REQUIREMENT}; found {' and '.join(found)}; {advice}")
     try:
         from optimum.bettertransformer import BetterTransformer
     except ImportError as exc:
-        try:
-            import optimum.version as optimum_version
-
-            have = f"optimum {optimum_version.__version__}"
-        except ImportError:
-            have = "no optimum"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AttentionUnavailable(
-            f"bettertransformer needs {BT_REQUIREMENT}; found {have} and transformers "
-            f"{transformers.__version__} ({type(exc).__name__}); use attention=sdpa, barkbench's equivalent"
+            f"bettertransformer: importing optimum.bettertransformer failed with {' and '.join(found)} ({first}); "
+            f"{advice}"
         ) from None
     return BetterTransformer
 

@@ -1,0 +1,168 @@
+"""The two library stacks are declared consistently, the running one is one of them, and ``dev.sh``/``.ci/run``
+set them up and test them as the README says (re-install on change, both stacks run, any failure fails)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from barkbench import attention
+
+REPO = Path(__file__).resolve().parents[1]
+STACKS = ("current", "legacy")
+
+
+def constraints(stack: str) -> dict[str, Requirement]:
+    lines = (REPO / "constraints" / f"{stack}.txt").read_text().splitlines()
+    reqs = [Requirement(line.split("#", 1)[0]) for line in lines if line.split("#", 1)[0].strip()]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def project() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11+ (tomllib)")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def extra(stack: str) -> dict[str, Requirement]:
+    reqs = [Requirement(r) for r in project()["optional-dependencies"][stack]]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def running_stack() -> str:
+    # The legacy stack is the one with transformers 4.x (optimum's BetterTransformer needs < 4.49).
+    return "legacy" if Version(metadata.version("transformers")).major < 5 else "current"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_constraint_pins_satisfy_the_project_and_its_extra(stack: str):
+    base = {canonicalize_name(r.name): r for r in map(Requirement, project()["dependencies"])}
+    pinned = {name: req for name, req in constraints(stack).items() if str(req.specifier).startswith("==")}
+    for name, req in pinned.items():
+        version = str(req.specifier).removeprefix("==")
+        for declared in (base.get(name), extra(stack).get(name)):
+            if declared is not None:
+                assert declared.specifier.contains(version, prereleases=True), (stack, str(req), str(declared))
+    # Every library the extra names is constrained for this stack.
+    assert set(extra(stack)) <= set(constraints(stack))
+
+
+def test_legacy_pins_the_last_transformers_optimum_pair_with_bettertransformer():
+    legacy = constraints("legacy")
+    assert str(legacy["transformers"].specifier) == "==4.48.3"
+    optimum = Version(str(legacy["optimum"].specifier).removeprefix("=="))
+    # What the pin promises is what the runtime check accepts, and the extra says the same.
+    assert optimum in legacy["optimum"].specifier
+    assert extra("legacy")["optimum"].specifier == extra("legacy")["optimum"].specifier & ",".join(
+        attention.BT_OPTIMUM
+    )
+    assert str(extra("legacy")["transformers"].specifier) == f"<{attention.BT_TRANSFORMERS_BELOW},>=4.48"
+    assert "optimum" not in constraints("current") and "optimum" not in extra("current")
+
+
+def test_the_running_environment_is_one_of_the_declared_stacks():
+    stack = running_stack()
+    for name, req in constraints(stack).items():
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"{name} is constrained for the {stack} stack but not installed; run ./dev.sh test")
+        assert req.specifier.contains(installed, prereleases=True), f"{stack} stack: {name} {installed} vs {req}"
+    has_bt = True
+    try:
+        attention.optimum_bettertransformer()
+    except attention.AttentionUnavailable:
+        has_bt = False
+    assert has_bt == (stack == "legacy")
+
+
+# --- dev.sh and .ci/run, driven with stand-in environments ----------------------------------------------------
+
+# A stand-in for <venv>/bin/python: logs its arguments, answers the version probe, and exits with the status
+# the test chose for that stack's pytest. Nothing is installed and no test runs for real.
+FAKE_PYTHON = """#!/usr/bin/env bash
+venv=$(basename "$(dirname "$(dirname "$0")")")
+echo "$venv $*" >>"$FAKE_LOG"
+case "$1 $2" in
+  "-c "*) echo "transformers fake" ;;
+  "-m pytest") exit "$(cat "$FAKE_STATUS_DIR/$venv" 2>/dev/null || echo 0)" ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture()
+def checkout(tmp_path: Path) -> Path:
+    if shutil.which("bash") is None:
+        pytest.skip("dev.sh needs bash, which this machine lacks")
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy2(REPO / "dev.sh", root / "dev.sh")
+    shutil.copy2(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(REPO / "constraints", root / "constraints")
+    (root / ".ci").mkdir()
+    shutil.copy2(REPO / ".ci" / "run", root / ".ci" / "run")
+    for venv in (".venv", ".venv-legacy"):
+        python = root / venv / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        python.write_text(FAKE_PYTHON)
+        python.chmod(python.stat().st_mode | stat.S_IXUSR)
+    (tmp_path / "status").mkdir()
+    return root
+
+
+def run(checkout: Path, *command: str, fail: dict[str, int] | None = None) -> tuple[int, list[str]]:
+    status_dir = checkout.parent / "status"
+    for venv in (".venv", ".venv-legacy"):
+        (status_dir / venv).write_text(str((fail or {}).get(venv, 0)))
+    log = checkout.parent / "log.txt"
+    log.write_text("")
+    env = {**os.environ, "FAKE_LOG": str(log), "FAKE_STATUS_DIR": str(status_dir), "CI": "true"}
+    done = subprocess.run(command, cwd=checkout, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
+    return done.returncode, log.read_text().splitlines()
+
+
+def installs(log: list[str], venv: str) -> list[str]:
+    return [line for line in log if line.startswith(f"{venv} -m pip install -q -c")]
+
+
+def test_dev_sh_installs_once_and_again_when_the_declarations_change(checkout: Path):
+    code, log = run(checkout, "./dev.sh", "test-legacy", "-q")
+    assert code == 0
+    expected = ".venv-legacy -m pip install -q -c constraints/legacy.txt -e .[legacy,test]"
+    assert installs(log, ".venv-legacy") == [expected]
+    assert ".venv-legacy -m pytest tests/ -q" in log
+    assert (checkout / ".venv-legacy" / ".barkbench-installed").exists()
+
+    code, log = run(checkout, "./dev.sh", "test-legacy")
+    assert code == 0 and installs(log, ".venv-legacy") == [] and ".venv-legacy -m pytest tests/" in log
+
+    with open(checkout / "constraints" / "legacy.txt", "a") as constraints_file:
+        constraints_file.write("numpy<3\n")
+    code, log = run(checkout, "./dev.sh", "test-legacy")
+    assert code == 0 and len(installs(log, ".venv-legacy")) == 1
+    # The current stack's environment is a separate one, untouched by the legacy stack's changes.
+    assert not [line for line in log if line.startswith(".venv ")]
+
+
+@pytest.mark.parametrize("failing", [".venv", ".venv-legacy"])
+def test_ci_runs_both_stacks_and_fails_when_either_fails(checkout: Path, failing: str):
+    code, log = run(checkout, "./.ci/run")
+    assert code == 0
+    pytest_runs = [line.split()[0] for line in log if " -m pytest tests/" in line]
+    assert pytest_runs == [".venv", ".venv-legacy"]
+    assert len(installs(log, ".venv")) == len(installs(log, ".venv-legacy")) == 1
+
+    code, log = run(checkout, "./.ci/run", fail={failing: 3})
+    assert code == 3
+    # The other stack still ran, so one CI run reports every failure.
+    assert [line.split()[0] for line in log if " -m pytest tests/" in line] == [".venv", ".venv-legacy"]
