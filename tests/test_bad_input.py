@@ -1,0 +1,266 @@
+"""Bad input ends in one clear line, and nothing already measured is lost.
+
+Each case runs where a user meets it: the option parser, the benchmark session (pytest sub-sessions of the repo's
+``bench/`` suite on the tiny model), or the harness function a library user calls. Sub-sessions that are not
+about measurement run in-process (``--bark-isolation off``) with one intra-op thread, to stay quick.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from barkbench import sources
+from barkbench.isolation import FAIL_VARIANT_ENV, RunSpec, VariantRunner
+from barkbench.variants import Variant, VariantError, parse_variants
+from barkbench.workload import MAX_TEXT_TOKENS, Workload, WorkloadError
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--semantic-max-new-tokens", "8", "--nb-loops", "1", "--warmup-rounds", "0", "-p", "no:cacheprovider"]
+IN_PROCESS = ["--bark-isolation", "off"]
+LONG_PROMPT = " ".join(["Wow, batching is so great!"] * 60)
+
+
+@pytest.fixture()
+def bench(bench_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    # The tiny model's ops are too small for intra-op threads; on a busy 2-core runner they only wait.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return bench_pytester
+
+
+def run(pytester: pytest.Pytester, *args: str, timeout: int = 600) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("bench", *FAST, *args, timeout=timeout)
+
+
+def add_conftest(pytester: pytest.Pytester, extra: str) -> None:
+    """The repo's conftest (which loads the plugin) plus ``extra``: a fault to inject into the sub-session."""
+    pytester.makeconftest((REPO / "conftest.py").read_text() + "\n" + extra)
+
+
+def benchmarks_by_variant(path: Path) -> dict[str, dict]:
+    return {b["params"]["bark_variant"]: b for b in json.loads(path.read_text())["benchmarks"]}
+
+
+# -- unknown variants, axis values and nonsense options: a usage error before any model loads ---------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("turbo", "unknown variant 'turbo'; use a preset or group"),
+        ("dtype=fp8", "unknown dtype 'fp8'; choose one of fp32, fp16, bf16"),
+        ("attention=flash", "unknown attention 'flash'; choose one of"),
+        ("speed=fast", "unknown axis 'speed'; axes are attention, dtype, offload, batch"),
+        ("batch=-1", "batch must be a positive integer, got -1"),
+        ("batch=two", "batch must be a positive integer, got 'two'"),
+        ("sdpa;;", None),  # empty items are tolerated: the result is the sdpa preset
+    ],
+)
+def test_variant_specs_fail_with_the_fix_in_the_message(spec, message):
+    if message is None:
+        assert [v.id for v in parse_variants(spec)] == ["sdpa-fp32-bs1"]
+        return
+    with pytest.raises(VariantError) as info:
+        parse_variants(spec)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--variants", "dtype=fp8"], "unknown dtype 'fp8'"),
+        (["--nb-loops", "0"], "--nb-loops must be >= 1, got 0"),
+        (["--semantic-max-new-tokens", "0"], "--semantic-max-new-tokens must be >= 1, got 0"),
+        (["--warmup-rounds", "many"], "--warmup-rounds must be an integer, got 'many'"),
+        (["--bark-model", "./no-such-model"], "model folder no-such-model does not exist"),
+    ],
+)
+def test_nonsense_options_are_a_one_line_usage_error(bench, args, message):
+    result = run(bench, *args, timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*error: argument*{message}*"])
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stderr.no_fnmatch_line("*Traceback*")
+
+
+# -- model sources ----------------------------------------------------------------------------------------------
+
+
+def test_a_corrupt_model_folder_fails_each_variant_in_one_recorded_line(bench, tiny_dir):
+    corrupt = bench.mkdir("corrupt-model")
+    for item in tiny_dir.iterdir():
+        data = item.read_bytes()
+        # Truncated weights, as an interrupted download or copy leaves them.
+        (corrupt / item.name).write_bytes(data[:1000] if item.name == "model.safetensors" else data)
+    out = bench.path / "run.json"
+    result = run(bench, *IN_PROCESS, "--bark-model", str(corrupt), "--variants", "baseline",
+                 f"--benchmark-json={out}")
+    result.assert_outcomes(failed=1)
+    line = f"eager-fp32-bs1: model folder {corrupt} is corrupt (Error while deserializing header*"
+    result.stdout.fnmatch_lines([f"*{line}"])
+    info = benchmarks_by_variant(out)["eager-fp32-bs1"]["extra_info"]
+    assert info["status"] == "failed" and "is corrupt" in info["error"] and "\n" not in info["error"]
+
+
+def test_a_hub_id_without_network_or_cache_fails_in_one_recorded_line(bench, monkeypatch, tmp_path):
+    # An empty hub cache, offline (tests/conftest.py sets HF_HUB_OFFLINE=1): nothing to find, nothing to fetch.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    out = bench.path / "run.json"
+    result = run(bench, *IN_PROCESS, "--bark-model", "barkbench-test/not-cached", "--variants", "baseline",
+                 f"--benchmark-json={out}")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "*eager-fp32-bs1: cannot load 'barkbench-test/not-cached': the hub is unreachable or offline and it is "
+        "not in the local cache*; download it once with network access, or use --bark-model tiny"
+    ])
+    info = benchmarks_by_variant(out)["eager-fp32-bs1"]["extra_info"]
+    assert info["status"] == "failed" and "not in the local cache" in info["error"]
+
+
+# -- prompts -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompts", [("",), ("   ",), ("Wow, batching is so great!", "\n")])
+def test_an_empty_prompt_is_refused_with_the_fix(prompts):
+    with pytest.raises(WorkloadError, match="^empty prompt: Bark needs text to speak; give a non-empty prompt$"):
+        Workload(batch_size=len(prompts), prompts=prompts)
+
+
+def test_a_prompt_past_256_tokens_is_truncated_and_reported(tiny_source):
+    # Next to a short prompt in one batch: BarkProcessor alone cannot even build that batch (it pads to 256 but
+    # does not truncate); the harness truncates to what Bark keeps and says so.
+    spec = RunSpec(source=tiny_source.spec, variant=Variant(), device_type="cpu",
+                   workload=Workload(batch_size=2, prompts=("Wow", LONG_PROMPT), semantic_max_new_tokens=8))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model's ops gain nothing from threads on a busy runner
+    runner = VariantRunner(spec)
+    try:
+        assert tuple(runner.inputs["input_ids"].shape) == (2, MAX_TEXT_TOKENS)
+        (warning,) = runner.info.warnings
+        assert warning.startswith("prompt 1 has ") and warning.endswith(
+            f"tokens; Bark keeps the first {MAX_TEXT_TOKENS} (the rest is not spoken)")
+        assert int(warning.split()[3]) > MAX_TEXT_TOKENS
+        runner.prepare()
+        assert len(runner.generate().output_lengths) == 2
+    finally:
+        runner.close()
+        torch.set_num_threads(threads)
+
+
+# -- a variant that runs out of memory, one unsupported here: recorded, and the run goes on -----------------------
+
+
+def test_an_out_of_memory_variant_is_recorded_failed_and_the_run_goes_on(bench, monkeypatch):
+    # A real torch.OutOfMemoryError, raised in sdpa's worker before it generates (the documented testing hook):
+    # the path a GPU out-of-memory takes, with no figure faked for the variant.
+    monkeypatch.setenv(FAIL_VARIANT_ENV, "sdpa-fp32-bs1:oom")
+    out = bench.path / "run.json"
+    store = bench.path / "store"
+    result = run(bench, "--variants", "sdpa;offload;baseline", f"--benchmark-json={out}", "-rs",
+                 "--benchmark-autosave", f"--benchmark-storage=file://{store}")
+    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.stdout.fnmatch_lines([
+        "*sdpa-fp32-bs1: out of memory: OutOfMemoryError: injected by BARKBENCH_FAIL_VARIANT*",
+        "*SKIPPED*offload needs an accelerator*this machine has none*",
+    ])
+    by_id = benchmarks_by_variant(out)
+    assert set(by_id) == {"sdpa-fp32-bs1", "eager-fp32-bs1"}
+    failed = by_id["sdpa-fp32-bs1"]
+    assert failed["extra_info"]["status"] == "failed" and failed["stats"] is None
+    assert failed["extra_info"]["error"].startswith("out of memory: OutOfMemoryError: injected by")
+    # The variant after the failure ran, and is saved with its figures (what was measured before an
+    # interruption is kept too: see the Ctrl-C test below).
+    after = by_id["eager-fp32-bs1"]
+    assert after["extra_info"]["status"] == "ok" and after["stats"]["rounds"] == 1
+    assert after["extra_info"]["peak_memory_bytes"] > 0
+    # The autosaved file keeps pytest-benchmark's schema: its own loader (--benchmark-compare) rejects a whole
+    # file holding a benchmark without stats, so the failure is recorded in the --benchmark-json file only.
+    (saved,) = store.rglob("*.json")
+    assert [b["extra_info"]["variant"] for b in json.loads(saved.read_text())["benchmarks"]] == ["eager-fp32-bs1"]
+
+
+def test_a_run_whose_every_variant_failed_still_writes_the_failures(bench, monkeypatch):
+    # pytest-benchmark alone writes no file when nothing has timings; the reasons must not be lost with it.
+    # (In a worker process, the default: --bark-isolation off is for debugging and shows the raw traceback.)
+    monkeypatch.setenv(FAIL_VARIANT_ENV, "eager-fp32-bs1:oom")
+    out = bench.path / "run.json"
+    result = run(bench, "--variants", "baseline", f"--benchmark-json={out}")
+    result.assert_outcomes(failed=1)
+    (entry,) = json.loads(out.read_text())["benchmarks"]
+    assert entry["extra_info"]["status"] == "failed" and "out of memory" in entry["extra_info"]["error"]
+
+
+# -- an interrupted run never leaves a corrupt JSON behind --------------------------------------------------------
+
+
+def test_ctrl_c_in_the_second_variant_keeps_the_first_in_a_valid_json(bench):
+    add_conftest(bench, """
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    if "sdpa" in item.name:
+        raise KeyboardInterrupt  # what Ctrl-C raises, in the middle of the second variant
+""")
+    out = bench.path / "run.json"
+    result = run(bench, *IN_PROCESS, "--variants", "baseline;sdpa;bf16", f"--benchmark-json={out}")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    by_id = benchmarks_by_variant(out)  # parses
+    assert set(by_id) == {"eager-fp32-bs1"} and by_id["eager-fp32-bs1"]["stats"]["rounds"] == 1
+    assert not list(bench.path.glob(".run.json.*.tmp"))
+
+
+def test_a_kill_while_the_json_is_written_leaves_the_previous_file_intact(bench):
+    # The process is killed (SIGKILL: no clean-up runs) after the new JSON is written but before it replaces the
+    # old one. A plain open(..., "wb") write would by then have truncated the old file; the atomic write must
+    # leave the old file whole, or the new one, never a part.
+    add_conftest(bench, """
+import os
+import signal
+
+_replace = os.replace
+
+
+def _killed_before_commit(src, dst, *args, **kwargs):
+    if str(dst).endswith("run.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _replace(src, dst, *args, **kwargs)
+
+
+os.replace = _killed_before_commit
+""")
+    out = bench.path / "run.json"
+    previous = {"benchmarks": [], "note": "an earlier run"}
+    out.write_text(json.dumps(previous))
+    result = run(bench, *IN_PROCESS, "--variants", "baseline", f"--benchmark-json={out}")
+    assert result.ret == -9, "the sub-session should have been killed at the commit point"
+    assert json.loads(out.read_text()) == previous
+    # What was being written is in a hidden temporary file next to it, never under the result's name.
+    (partial,) = bench.path.glob(".run.json.*.tmp")
+    assert json.loads(partial.read_text())["benchmarks"][0]["extra_info"]["variant"] == "eager-fp32-bs1"
+
+
+def test_a_missing_folder_is_refused_by_the_library_too(tmp_path):
+    # Library users (not only the option parser) get the same one line.
+    with pytest.raises(sources.SourceError, match=r"does not exist; pass an existing folder or 'tiny'$"):
+        sources.load_model(sources.parse_model_source(str(tmp_path / "nope")))
+
+
+def test_an_interrupted_write_leaves_neither_a_partial_file_nor_a_temporary(tmp_path, monkeypatch):
+    from barkbench.plugin import atomic_write_bytes
+
+    target = tmp_path / "run.json"
+    target.write_text('{"old": true}')
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt  # a second Ctrl-C while the file is being written
+
+    monkeypatch.setattr("os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b'{"new": true, "padding": "' + b"x" * 100_000 + b'"}')
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
