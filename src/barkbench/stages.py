@@ -1,0 +1,289 @@
+"""Per-stage breakdown of one ``BarkModel.generate`` call: semantic, coarse, fine and codec decode.
+
+``BarkModel.generate`` runs four steps one after the other — ``self.semantic.generate``,
+``self.coarse_acoustics.generate``, ``self.fine_acoustics.generate`` and ``self.codec_decode`` — and each
+sub-model's ``generate`` builds its own logits processors, so nothing can be injected from outside to observe
+them. ``StageTracker`` instead shadows those four methods *on the instance* for the duration of one call (an
+instance attribute wins over the class method; removing it restores the class method), and times each with the
+device synchronized at both ends, tracks its peak memory and counts what it produced.
+
+What falls between the stages (building the generation configs, splitting kwargs, padding the audio of a batch,
+the CPU-offload hook moving the codec to the device) is not attributed to any stage: ``unattributed_seconds``
+is the call's latency minus the sum of the stages, and is expected to stay within ``STAGE_GAP_TOLERANCE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from barkbench import trackers
+from barkbench.device import synchronize
+
+#: The stages in the order ``BarkModel.generate`` runs them; also the keys of ``extra_info["stages"]``.
+STAGES = ("semantic", "coarse", "fine", "codec")
+
+#: (stage, sub-module attribute of BarkModel or "" for the model itself, method name).
+_TARGETS = (
+    ("semantic", "semantic", "generate"),
+    ("coarse", "coarse_acoustics", "generate"),
+    ("fine", "fine_acoustics", "generate"),
+    ("codec", "", "codec_decode"),
+)
+
+#: How far the sum of the stage times may fall short of the call's latency: the larger of a relative and an
+#: absolute bound (the absolute one covers the fixed cost of the code between stages on very short calls).
+STAGE_GAP_TOLERANCE = (0.05, 0.010)
+
+
+def gap_allowed(total_seconds: float) -> float:
+    """The largest ``unattributed_seconds`` a call of ``total_seconds`` is allowed."""
+    relative, absolute = STAGE_GAP_TOLERANCE
+    return max(relative * total_seconds, absolute)
+
+
+@dataclass
+class StageFigures:
+    """One stage of one call. ``tokens`` is what the stage produced, summed over the batch:
+
+    - semantic: semantic tokens before EOS (the pad/EOS token that ends a sample is not counted);
+    - coarse: coarse codebook tokens (both codebooks, interleaved), per sample up to its own length;
+    - fine: the fine codebook entries it predicted (codebooks 3-8 of every frame);
+    - codec: audio samples decoded.
+    """
+
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    tokens: int = 0
+    calls: int = 0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"seconds": self.seconds, "peak_memory_bytes": self.peak_memory_bytes, "tokens": self.tokens}
+
+
+def fixed_length_kwargs(semantic_tokens: int) -> dict[str, int]:
+    """``generate`` kwargs that make the semantic stage produce exactly ``semantic_tokens`` tokens.
+
+    ``BarkModel.generate`` routes ``semantic_*`` kwargs to ``BarkSemanticModel.generate``, which passes unknown
+    ones on to ``GenerationMixin.generate``: ``min_new_tokens`` there adds a processor that masks the EOS
+    logit until that many tokens exist, so neither sampling nor Bark's EOS prioritizer (which only promotes
+    EOS when its probability is high) can end the sample early. Works on transformers 4.4x and 5.x.
+    """
+    return {"semantic_max_new_tokens": semantic_tokens, "semantic_min_new_tokens": semantic_tokens}
+
+
+def _semantic_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
+    config = kwargs.get("semantic_generation_config")
+    pad = getattr(config, "semantic_pad_token", 10_000)
+    # Counted as soon as the stage returns: the coarse stage later overwrites the EOS/pad ids in place.
+    return int((output != pad).sum())
+
+
+def _coarse_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
+    if isinstance(output, tuple):
+        # return_output_lengths=True: (tokens, per-sample lengths in coarse tokens).
+        return int(output[1].sum())
+    return int(output.numel())
+
+
+def _fine_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
+    coarse_config = kwargs.get("coarse_generation_config")
+    given = int(getattr(coarse_config, "n_coarse_codebooks", 2))
+    batch, codebooks, frames = output.shape
+    return int(batch * max(0, codebooks - given) * frames)
+
+
+def _codec_samples(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
+    # A list of 1-D waveforms when output lengths were passed (batch broken up), else (batch, samples).
+    if isinstance(output, (list, tuple)):
+        return int(sum(sample.shape[-1] for sample in output))
+    return int(output.numel())
+
+
+_COUNTERS: dict[str, Callable[[Any, tuple, dict[str, Any]], int]] = {
+    "semantic": _semantic_tokens,
+    "coarse": _coarse_tokens,
+    "fine": _fine_tokens,
+    "codec": _codec_samples,
+}
+
+
+def _peak_so_far(device_type: str) -> int:
+    """The peak the device/process reached since the last reset (absolute bytes)."""
+    if device_type == "cpu":
+        # VmHWM where the kernel keeps it; the current RSS is the best lower bound elsewhere.
+        return trackers._status_kib("VmHWM") or trackers.current_rss()
+    import torch
+
+    synchronize()
+    return int(getattr(torch, device_type).max_memory_allocated())
+
+
+@contextlib.contextmanager
+def _stage_peak(device_type: str, baseline_bytes: int) -> Iterator[list[int]]:
+    """Peak memory of the block above ``baseline_bytes``, in ``result[0]`` after the block.
+
+    Unlike ``trackers.MemoryTracker`` this does not trim the heap first: four trims per call cost about 0.5 %
+    of a bark-small call on CPU (freed pages are faulted back in by the next stage), and a stage's peak is an
+    absolute reading (weights included), not a difference that leftover free heap could hide.
+    """
+    result = [0]
+    if device_type == "cpu":
+        if not trackers.reset_peak_rss():
+            # No resettable high-water mark in this kernel/sandbox: the tracker's RSS poller stands in.
+            with trackers.MemoryTracker(device_type, baseline_bytes=baseline_bytes) as memory:
+                yield result
+            result[0] = memory.peak_bytes
+            return
+    else:
+        import torch
+
+        synchronize()
+        getattr(torch, device_type).reset_peak_memory_stats()
+    yield result
+    result[0] = max(0, _peak_so_far(device_type) - baseline_bytes)
+
+
+class StageTracker:
+    """Context manager: while active, every call of the four stage methods of ``model`` is measured.
+
+    Figures accumulate over the calls made inside the block (one ``generate`` call: one call per stage).
+    Each stage resets the peak-memory counter (process high-water mark on CPU, allocator peak on an
+    accelerator) when it starts; ``peak_bytes`` folds in what was reached before every reset, so it is the
+    whole block's peak and callers combine it with their own outer tracker's reading.
+    """
+
+    def __init__(self, model: Any, device_type: str = "cpu", baseline_bytes: int | None = None) -> None:
+        self.model = model
+        self.device_type = device_type
+        self.baseline_bytes = baseline_bytes
+        self.stages: dict[str, StageFigures] = {name: StageFigures() for name in STAGES}
+        self._peak_abs = 0
+        self._resettable = True
+        self._installed: list[tuple[Any, str, bool, Any]] = []
+
+    # -- results ---------------------------------------------------------------------------------------------
+    @property
+    def seconds(self) -> float:
+        """Sum of the stage times."""
+        return sum(f.seconds for f in self.stages.values())
+
+    @property
+    def peak_bytes(self) -> int:
+        """The block's peak above the baseline, as far as this tracker observed it."""
+        base = self.baseline_bytes or 0
+        stage_peak = max(f.peak_memory_bytes for f in self.stages.values())
+        return max(stage_peak, self._peak_abs - base, 0)
+
+    def as_dict(self) -> dict[str, dict[str, float | int]]:
+        """Plain JSON: ``{"semantic": {"seconds", "peak_memory_bytes", "tokens"}, ...}``."""
+        return {name: figures.as_dict() for name, figures in self.stages.items()}
+
+    # -- measuring -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _measure(self, stage: str) -> Iterator[StageFigures]:
+        figures = self.stages[stage]
+        # Whatever ran since the last reset (the code between stages) would be lost by this stage's reset.
+        # Without a resettable high-water mark, VmHWM is the process's lifetime peak: use the current RSS.
+        reading = _peak_so_far(self.device_type) if self._resettable else trackers.current_rss()
+        self._peak_abs = max(self._peak_abs, reading)
+        memory = _stage_peak(self.device_type, self.baseline_bytes or 0)
+        latency = trackers.LatencyTracker()
+        with memory as peak, latency as lat:
+            yield figures
+        figures.seconds += lat.seconds
+        figures.peak_memory_bytes = max(figures.peak_memory_bytes, peak[0])
+        figures.calls += 1
+
+    def _wrap(self, stage: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        count = _COUNTERS[stage]
+
+        @functools.wraps(method)
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            with self._measure(stage) as figures:
+                output = method(*args, **kwargs)
+            # Counted outside the timed region; it reads a few small tensors.
+            figures.tokens += count(output, args, kwargs)
+            return output
+
+        return measured
+
+    def __enter__(self) -> StageTracker:
+        if self.baseline_bytes is None:
+            self.baseline_bytes = trackers.memory_in_use(self.device_type)
+        if self.device_type == "cpu":
+            # Tells whether VmHWM can be reset here; what it held before is kept, in case a caller's tracker
+            # entered first (every stage resets it again anyway).
+            before = _peak_so_far("cpu")
+            self._resettable = trackers.reset_peak_rss()
+            if self._resettable:
+                self._peak_abs = max(self._peak_abs, before)
+        try:
+            for stage, owner_name, method_name in _TARGETS:
+                owner = getattr(self.model, owner_name) if owner_name else self.model
+                # Remember whether the instance already shadowed the method (another wrapper): restore it then.
+                shadowed = method_name in vars(owner)
+                previous = vars(owner)[method_name] if shadowed else None
+                setattr(owner, method_name, self._wrap(stage, getattr(owner, method_name)))
+                self._installed.append((owner, method_name, shadowed, previous))
+        except AttributeError as exc:
+            self._restore()
+            raise TypeError(f"StageTracker needs a transformers BarkModel; {exc}") from None
+        return self
+
+    def _restore(self) -> None:
+        while self._installed:
+            owner, method_name, shadowed, previous = self._installed.pop()
+            if shadowed:
+                setattr(owner, method_name, previous)
+            else:
+                delattr(owner, method_name)
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+
+def unattributed_seconds(total_seconds: float, stages: dict[str, dict[str, float | int]]) -> float:
+    """Latency not inside any stage (the code between them); stage dicts as ``StageTracker.as_dict`` gives."""
+    return total_seconds - sum(float(s["seconds"]) for s in stages.values())
+
+
+def _plain_mean(values: list[float]) -> float | int:
+    mean = statistics.fmean(values)
+    return int(mean) if float(mean).is_integer() else mean
+
+
+def summarize_stages(rounds: list[dict[str, dict[str, float | int]]], latencies: list[float]) -> dict[str, Any]:
+    """extra_info figures from the per-round stage dicts of the measured rounds (plain JSON values).
+
+    ``stages``: per stage, mean seconds, the highest peak and mean tokens per call. ``semantic_tokens_per_s``
+    and ``coarse_tokens_per_s`` divide each stage's tokens by that stage's own time (summed over rounds), so a
+    run that generated more tokens compares fairly with one that generated fewer. ``unattributed_seconds``:
+    mean latency minus the mean stage times (the code between stages).
+    """
+    rounds = [r for r in rounds if r]
+    if not rounds:
+        return {}
+    stages = {
+        name: {
+            "seconds": statistics.fmean(float(r[name]["seconds"]) for r in rounds),
+            "peak_memory_bytes": max(int(r[name]["peak_memory_bytes"]) for r in rounds),
+            "tokens": _plain_mean([float(r[name]["tokens"]) for r in rounds]),
+        }
+        for name in STAGES
+    }
+
+    def rate(name: str) -> float | None:
+        seconds = sum(float(r[name]["seconds"]) for r in rounds)
+        return sum(float(r[name]["tokens"]) for r in rounds) / seconds if seconds > 0 else None
+
+    return {
+        "stages": stages,
+        "semantic_tokens_per_s": rate("semantic"),
+        "coarse_tokens_per_s": rate("coarse"),
+        "unattributed_seconds": statistics.fmean(latencies) - sum(s["seconds"] for s in stages.values()),
+    }

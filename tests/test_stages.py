@@ -1,0 +1,199 @@
+"""Per-stage breakdown, fixed-length mode and the length-normalized figures, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from barkbench import stages
+from barkbench.isolation import RunSpec, VariantRunner
+from barkbench.variants import Variant
+from barkbench.workload import Workload
+
+TOKENS = 12
+#: Bark's semantic end-of-speech id (also its pad id): BarkSemanticGenerationConfig.eos_token_id.
+SEMANTIC_EOS = 10_000
+#: Unbiased lm_head calls before EOS is forced: the prefill plus 4 one-token steps, i.e. 5 semantic tokens.
+EOS_AFTER_CALLS = 5
+
+
+def _runner(tiny_source, batch_size: int = 1, fixed_length: bool = True, tokens: int = TOKENS) -> VariantRunner:
+    spec = RunSpec(
+        source=tiny_source.spec,
+        variant=Variant(batch_size=batch_size),
+        workload=Workload(batch_size=batch_size, semantic_max_new_tokens=tokens),
+        device_type="cpu",
+        fixed_length=fixed_length,
+    )
+    return VariantRunner(spec)
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_source):
+    runner = _runner(tiny_source, batch_size=2)
+    yield runner
+    runner.close()
+
+
+def _one_round(runner: VariantRunner):
+    runner.prepare()
+    return runner.generate()
+
+
+def test_every_stage_is_measured_and_the_stages_add_up_to_the_call(runner):
+    result = _one_round(runner)
+    assert list(result.stages) == list(stages.STAGES)
+    for name, figures in result.stages.items():
+        assert set(figures) == {"seconds", "peak_memory_bytes", "tokens"}, name
+        assert figures["seconds"] > 0 and figures["tokens"] > 0, (name, figures)
+        # Peaks count from the pre-load baseline, like the call's: the weights are inside every stage's peak.
+        assert 0 < figures["peak_memory_bytes"] <= result.peak_memory_bytes, name
+    gap = stages.unattributed_seconds(result.seconds, result.stages)
+    # Stages run inside the call, one after the other: never more than the call, and short of it only by the
+    # code between them, within the stated tolerance.
+    assert 0 <= gap <= stages.gap_allowed(result.seconds), (gap, result.seconds, result.stages)
+
+
+def test_stage_token_counts_follow_bark_ratios(runner):
+    result = _one_round(runner)
+    figures = result.stages
+    batch = 2
+    assert figures["semantic"]["tokens"] == TOKENS * batch
+    # Coarse: 75 Hz x 2 codebooks per 49.9 Hz semantic token, floored to whole frames per sample.
+    frames = int(TOKENS * 75 / 49.9)
+    assert figures["coarse"]["tokens"] == frames * 2 * batch
+    # Fine predicts codebooks 3..8 of every frame.
+    assert figures["fine"]["tokens"] == frames * 6 * batch
+    # Codec: every audio sample decoded, which is what the call returns per sample.
+    assert figures["codec"]["tokens"] == sum(result.output_lengths)
+
+
+def test_tracker_restores_the_methods_even_when_the_call_fails(runner):
+    model = runner.model
+    before = {name: type(getattr(model, name)).generate for name in ("semantic", "coarse_acoustics")}
+    with pytest.raises(RuntimeError, match="boom"), stages.StageTracker(model, "cpu"):
+        assert "generate" in vars(model.semantic)
+        raise RuntimeError("boom")
+    for name, method in before.items():
+        assert "generate" not in vars(getattr(model, name))
+        assert getattr(model, name).generate.__func__ is method
+    assert "codec_decode" not in vars(model)
+
+
+def test_tracker_refuses_a_model_that_is_not_bark():
+    with pytest.raises(TypeError, match="needs a transformers BarkModel"), stages.StageTracker(torch.nn.Linear(2, 2)):
+        pass
+
+
+def _force_eos_after(model, calls: int):
+    """Make the semantic model's EOS overwhelmingly likely after ``calls`` forward calls, as a real
+    checkpoint does at the end of the sentence (random weights never do)."""
+    count = {"n": 0}
+
+    def hook(module, inputs, logits):
+        count["n"] += 1
+        if count["n"] <= calls:
+            return logits
+        logits = logits.clone()
+        logits[..., SEMANTIC_EOS] += 100.0
+        return logits
+
+    return count, model.semantic.lm_head.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("fixed_length", [False, True], ids=["natural-length", "fixed-length"])
+def test_fixed_length_generates_the_pinned_length_even_when_eos_comes_early(tiny_source, fixed_length):
+    runner = _runner(tiny_source, batch_size=2, fixed_length=fixed_length)
+    try:
+        count, handle = _force_eos_after(runner.model, EOS_AFTER_CALLS)
+        try:
+            result = _one_round(runner)
+        finally:
+            handle.remove()
+    finally:
+        runner.close()
+    semantic = result.stages["semantic"]["tokens"]
+    if fixed_length:
+        assert semantic == TOKENS * 2
+    else:
+        # EOS after 5 tokens per sample; the EOS itself is not counted.
+        assert semantic == EOS_AFTER_CALLS * 2
+    assert count["n"] > EOS_AFTER_CALLS
+    assert min(result.output_lengths) > 0
+
+
+def test_fixed_length_kwargs_pin_both_ends():
+    assert stages.fixed_length_kwargs(64) == {"semantic_max_new_tokens": 64, "semantic_min_new_tokens": 64}
+
+
+def test_summarize_stages_averages_rounds_and_normalizes_by_stage_time():
+    def round_(sem_s, coarse_s, tokens):
+        return {
+            "semantic": {"seconds": sem_s, "peak_memory_bytes": 10, "tokens": tokens},
+            "coarse": {"seconds": coarse_s, "peak_memory_bytes": 30, "tokens": 3 * tokens},
+            "fine": {"seconds": 1.0, "peak_memory_bytes": 20, "tokens": 6 * tokens},
+            "codec": {"seconds": 0.5, "peak_memory_bytes": 5, "tokens": 100},
+        }
+
+    summary = stages.summarize_stages([round_(1.0, 2.0, 10), round_(3.0, 2.0, 30)], [4.6, 6.6])
+    assert summary["stages"]["semantic"] == {"seconds": 2.0, "peak_memory_bytes": 10, "tokens": 20}
+    # Tokens over the stage's own time, summed over rounds: 40 tokens in 4 s, 120 coarse tokens in 4 s.
+    assert summary["semantic_tokens_per_s"] == pytest.approx(10.0)
+    assert summary["coarse_tokens_per_s"] == pytest.approx(30.0)
+    assert summary["unattributed_seconds"] == pytest.approx(5.6 - (2.0 + 2.0 + 1.0 + 0.5))
+    assert stages.summarize_stages([], []) == {}
+
+
+def test_gap_tolerance_is_relative_with_an_absolute_floor():
+    relative, absolute = stages.STAGE_GAP_TOLERANCE
+    assert stages.gap_allowed(0.001) == absolute
+    assert stages.gap_allowed(100.0) == pytest.approx(relative * 100.0)
+
+
+def test_benchmark_json_carries_stages_and_length_normalized_figures(bench_pytester):
+    out = bench_pytester.path / "run.json"
+    result = bench_pytester.runpytest_subprocess(
+        "bench", "--semantic-max-new-tokens", "8", "-p", "no:cacheprovider", "--variants", "baseline",
+        "--nb-loops", "2", "--warmup-rounds", "1", "--fixed-length", f"--benchmark-json={out}", timeout=600,
+    )
+    result.assert_outcomes(passed=1)
+    bench = json.loads(out.read_text())["benchmarks"][0]
+    info, mean = bench["extra_info"], bench["stats"]["mean"]
+    assert info["fixed_length"] is True
+    assert list(info["stages"]) == list(stages.STAGES)
+    assert info["stages"]["semantic"]["tokens"] == 8
+    assert all(isinstance(v, (int, float)) for s in info["stages"].values() for v in s.values())
+    sem = info["stages"]["semantic"]
+    assert info["semantic_tokens_per_s"] == pytest.approx(sem["tokens"] / sem["seconds"])
+    coarse = info["stages"]["coarse"]
+    assert info["coarse_tokens_per_s"] == pytest.approx(coarse["tokens"] / coarse["seconds"])
+    assert info["real_time_factor"] == pytest.approx(1 / info["audio_seconds_per_wall_second"])
+    assert info["real_time_factor"] == pytest.approx(mean / info["audio_seconds"])
+    assert info["latency_cv"] == pytest.approx(bench["stats"]["stddev"] / mean)
+    # The per-stage sum falls short of the worker's time by the stated gap at most.
+    assert 0 <= info["unattributed_seconds"] <= stages.gap_allowed(info["worker_latency_mean_s"])
+    assert "compile_seconds" not in info
+
+
+def test_report_shows_a_per_stage_table_when_the_results_have_stages():
+    from barkbench.report import stage_table
+    from barkbench.results import BenchmarkResult
+
+    def entry(variant, stage_info):
+        extra = {"variant": variant, "attention": "eager", "dtype": "fp32", "offload": "none", "batch_size": 1,
+                 "audio_seconds": 2.0}
+        if stage_info:
+            extra["stages"] = stage_info
+        return BenchmarkResult.from_json({"fullname": f"t[{variant}]", "extra_info": extra,
+                                          "stats": {"mean": 4.0, "stddev": 0.1, "rounds": 2}}, "m")
+
+    stage_info = {name: {"seconds": 1.0, "peak_memory_bytes": 2_000_000, "tokens": 64} for name in stages.STAGES}
+    with_stages, without = entry("eager-fp32-bs1", stage_info), entry("sdpa-fp32-bs1", None)
+    assert stage_table([without]) is None
+    table = stage_table([with_stages, without])
+    row = next(line for line in table.splitlines() if line.startswith("| `eager-fp32-bs1`"))
+    # 4 stages of 1 s, 64 tokens/s in semantic and coarse, 2 MB per stage, RTF = 4 s / 2 s.
+    assert row == "| `eager-fp32-bs1` | 1.00 | 1.00 | 1.00 | 1.00 | 64.0 | 64.0 | 2 / 2 / 2 / 2 | 2.00 |"
+    assert "sdpa-fp32-bs1" not in table
