@@ -12,7 +12,7 @@ EXTRA_INFO_FIELDS = {
     "semantic_max_new_tokens": int, "rounds": int, "warmup_rounds": int, "isolation": str,
     "peak_memory_bytes": int, "peak_memory_bytes_mean": int, "memory_method": str, "model_memory_bytes": int,
     "throughput_samples_per_s": float, "audio_seconds": float, "audio_seconds_per_wall_second": float,
-    "worker_latency_mean_s": float, "output_lengths": list, "worker_pid": int, "status": str,
+    "worker_latency_mean_s": float, "output_lengths": list, "worker_pid": int, "status": str, "wav_path": str,
 }
 
 
@@ -30,9 +30,13 @@ def test_disabled_mode_runs_each_variant_once_and_skips_with_reasons(bench_pytes
 def test_benchmark_json_holds_every_extra_info_field(bench_pytester):
     out = bench_pytester.path / "run.json"
     result = _run(bench_pytester, "--variants", "baseline; attention=sdpa,batch=2", "--nb-loops", "2",
-                  "--warmup-rounds", "0", f"--benchmark-json={out}")
+                  "--warmup-rounds", "1", f"--benchmark-json={out}", "--bark-wav-dir", "wav")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_generate[[]eager-fp32-bs1[]]*", "*test_generate[[]sdpa-fp32-bs2[]]*"])
+    # Progress: which variant and round a long run is on.
+    result.stdout.fnmatch_lines([f"[[]barkbench[]] {step}" for step in (
+        "eager-fp32-bs1: warm-up 1/1", "eager-fp32-bs1: round 1/2", "eager-fp32-bs1: round 2/2",
+        "sdpa-fp32-bs2: round 2/2")])
     data = json.loads(out.read_text())
     assert set(data["machine_info"]["barkbench"]) >= {"torch", "transformers", "optimum", "accelerate",
                                                        "device", "gpu_name", "gpu_driver", "cuda"}
@@ -50,6 +54,15 @@ def test_benchmark_json_holds_every_extra_info_field(bench_pytester):
         assert len(info["output_lengths"]) == info["batch_size"] and min(info["output_lengths"]) > 0
         assert info["audio_seconds"] == pytest.approx(sum(info["output_lengths"]) / 24_000)
     assert by_id["sdpa-fp32-bs2"]["extra_info"]["attention_impl"] == "barkbench-sdpa"
+    # One WAV per variant, the last round's first sample, listenable.
+    import soundfile
+
+    for variant_id, bench in by_id.items():
+        wav = bench_pytester.path / "wav" / f"{variant_id}.wav"
+        assert bench["extra_info"]["wav_path"] == str(wav)
+        audio, rate = soundfile.read(wav)
+        assert rate == 24_000 and len(audio) == bench["extra_info"]["output_lengths"][0]
+        assert audio.std() > 0
     assert by_id["eager-fp32-bs1"]["group"] == "tiny bs1"
     # Each variant ran in its own fresh process.
     assert by_id["eager-fp32-bs1"]["extra_info"]["worker_pid"] != by_id["sdpa-fp32-bs2"]["extra_info"]["worker_pid"]

@@ -97,3 +97,13 @@ def test_hub_id_offline_and_uncached_fails_in_one_line(monkeypatch, tmp_path):
 
 def test_built_folder_records_how_it_was_made(tiny_dir):
     assert json.loads((tiny_dir / "barkbench-source.json").read_text()) == {"arch": "tiny", "seed": 0}
+
+
+def test_random_codec_decodes_different_codes_to_different_audio(tiny_source):
+    # A fresh EnCodec has all-zero codebooks and decodes everything to the same audio; the built models don't.
+    model = sources.load_model(tiny_source).eval()
+    generator = torch.Generator().manual_seed(0)
+    codes = [torch.randint(0, 1024, (1, 8, 20), generator=generator) for _ in range(2)]
+    with torch.no_grad():
+        first, second = (model.codec_decode(c) for c in codes)
+    assert (first - second).abs().max() > 1e-3

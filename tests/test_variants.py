@@ -80,3 +80,14 @@ def test_bad_strings_fail_with_one_clear_line(value, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_cpu_default_leaves_out_only_batch8_fp16_and_says_so():
+    from barkbench.variants import CPU_DEFAULT_NOTE, default_variants
+
+    full = {v.id for v in parse_variants(DEFAULT_VARIANTS)}
+    cpu = {v.id for v in default_variants("cpu")}
+    assert full - cpu == {"bettertransformer-fp16-bs8", "sdpa-fp16-bs8", "bettertransformer-fp16-offload-bs8",
+                          "sdpa-fp16-offload-bs8"}
+    assert {v.id for v in default_variants("cuda")} == full
+    assert "fp16 at batch 8" in CPU_DEFAULT_NOTE and "--variants" in CPU_DEFAULT_NOTE

@@ -15,6 +15,7 @@ Protocol (parent → worker → parent), one request at a time:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import traceback
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from barkbench.optimize import VariantUnsupported
+from barkbench.stages import StageTracker, fixed_length_kwargs
 from barkbench.variants import Variant
 from barkbench.workload import Workload
 
@@ -43,6 +45,8 @@ class RunSpec:
     device_type: str
     bt_via: str = "transform"
     env: dict[str, str] = field(default_factory=dict)
+    #: Force every call to the pinned semantic length (EOS masked until then): low-variance A/B comparisons.
+    fixed_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,14 @@ class RunnerInfo:
     sample_rate: int
     warnings: tuple[str, ...]
     pid: int
+    #: Bytes the model's parameters and buffers hold as stored (numel × element size): the dtype's footprint,
+    #: free of what the allocator keeps around (CPU RSS after a dtype cast on load holds both copies' pages).
+    weights_bytes: int = 0
+    #: Sub-models run through torch.compile, and nn.Linear layers quantized to int8, by the variant.
+    compiled: tuple[str, ...] = ()
+    quantized_linear: int = 0
+    #: Compile variants only: the first generate call (where compilation happens), timed at load.
+    first_call_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,8 @@ class RoundResult:
     memory_method: str
     audio_seconds: float
     output_lengths: tuple[int, ...]
+    #: Per-stage figures, ``StageTracker.as_dict()``: {"semantic": {"seconds", "peak_memory_bytes", "tokens"}, ...}
+    stages: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
 
 class VariantRunner:
@@ -78,6 +92,17 @@ class VariantRunner:
 
         self.spec = spec
         self._trackers = trackers
+        # Import the modelling code before the baseline is taken: the library's own resident memory (about
+        # 150 MB for torch's and transformers' Bark modules) belongs to no variant, and on a small model it
+        # would otherwise dominate model_memory_bytes and every ratio built on it.
+        import transformers.models.bark.modeling_bark  # noqa: F401
+
+        if spec.variant.attention == "bettertransformer":
+            # Same for optimum (~25 MB resident on CPU); where it is missing, prepare_model says why below.
+            from barkbench.attention import AttentionUnavailable, optimum_bettertransformer
+
+            with contextlib.suppress(AttentionUnavailable):
+                optimum_bettertransformer()
         self._baseline = trackers.memory_in_use(spec.device_type)
         source = sources.parse_model_source(spec.source)
         prepared = optimize.prepare_model(source, spec.variant, spec.device_type, bt_via=spec.bt_via)
@@ -95,7 +120,16 @@ class VariantRunner:
             sample_rate=int(self.model.generation_config.sample_rate),
             warnings=tuple(warnings),
             pid=os.getpid(),
+            weights_bytes=_weights_bytes(self.model),
+            compiled=prepared.compiled,
+            quantized_linear=prepared.quantized_linear,
         )
+        if prepared.compiled:
+            # torch.compile is lazy: the first call compiles. Done here, timed, so that neither the warm-up
+            # rounds nor the measured ones carry compilation, and compile time is reported on its own.
+            self.prepare()
+            first = self.generate()
+            self.info = dataclasses.replace(self.info, first_call_seconds=first.seconds)
 
     def prepare(self) -> None:
         """Outside the timed region, before every round: the blog's ``set_seed(0)``."""
@@ -108,18 +142,25 @@ class VariantRunner:
 
         from barkbench.workload import audio_seconds
 
+        _raise_injected_failure(self.spec.variant.id)
         kwargs = {**self.inputs, **self.spec.workload.call_kwargs(), "return_output_lengths": True}
+        if self.spec.fixed_length:
+            kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
         memory = self._trackers.MemoryTracker(self.spec.device_type, baseline_bytes=self._baseline)
         latency = self._trackers.LatencyTracker()
-        with torch.inference_mode(), memory as mem, latency as lat:
+        # The stage tracker is entered first: installing its wrappers is not part of the timed call.
+        stage_tracker = StageTracker(self.model, self.spec.device_type, baseline_bytes=self._baseline)
+        with torch.inference_mode(), stage_tracker as stages, memory as mem, latency as lat:
             audio, lengths = self.model.generate(**kwargs)
         self._audio = (audio, lengths)
         return RoundResult(
             seconds=lat.seconds,
-            peak_memory_bytes=mem.peak_bytes,
+            # Each stage resets the peak counter; the stage tracker keeps what was reached before each reset.
+            peak_memory_bytes=max(mem.peak_bytes, stages.peak_bytes),
             memory_method=mem.method,
             audio_seconds=audio_seconds(audio, self.info.sample_rate, list(lengths)),
             output_lengths=tuple(int(n) for n in lengths),
+            stages=stages.as_dict(),
         )
 
     def save_wav(self, path: str) -> str:
@@ -138,6 +179,36 @@ class VariantRunner:
 
         self.model = self.processor = self._audio = None
         gc.collect()
+
+
+def _weights_bytes(model: Any) -> int:
+    import itertools
+
+    return sum(t.numel() * t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+#: Testing hook: ``BARKBENCH_FAIL_VARIANT=<variant id>:oom[,<variant id>:error]`` makes that variant's
+#: generate raise a real ``torch.OutOfMemoryError`` (or RuntimeError) before it runs, so the failure path a GPU
+#: out-of-memory takes (recorded as failed, the next variants still run) can be tested on any machine. No
+#: figure is produced for the failed variant.
+FAIL_VARIANT_ENV = "BARKBENCH_FAIL_VARIANT"
+
+
+def _raise_injected_failure(variant_id: str) -> None:
+    import torch
+
+    value = os.environ.get(FAIL_VARIANT_ENV, "")
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        target, _, kind = item.rpartition(":")
+        if target != variant_id:
+            continue
+        message = f"injected by {FAIL_VARIANT_ENV}={value} (testing hook), before generate"
+        if kind == "oom":
+            raise torch.OutOfMemoryError(message)
+        if kind == "error":
+            raise RuntimeError(message)
+        raise ValueError(f"{FAIL_VARIANT_ENV}: unknown failure kind {kind!r} in {item!r}; use <variant id>:oom "
+                         "or <variant id>:error")
 
 
 def _one_line(exc: BaseException) -> str:

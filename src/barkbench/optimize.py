@@ -1,4 +1,4 @@
-"""Apply a variant to a model: dtype at load time, attention, device placement, CPU offload.
+"""Apply a variant to a model: dtype at load time, attention, device placement, int8, CPU offload, compile.
 
 A variant this machine cannot run raises ``VariantUnsupported``; its message names what is missing and
 becomes the pytest skip reason. Nothing is ever silently replaced by another variant.
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from barkbench import attention, sources
+from barkbench import attention, modern, sources
 from barkbench.variants import Variant
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -44,7 +44,26 @@ def unsupported_reason(variant: Variant, device_type: str) -> str | None:
             attention.optimum_bettertransformer()
         except attention.AttentionUnavailable as exc:
             return str(exc)
+    if variant.dtype == "bf16" and device_type == "cuda" and not _cuda_bf16_native():
+        return "bf16 needs a GPU with bfloat16 support (compute capability 8.0+, e.g. A100); use dtype=fp16"
+    if variant.quantization == "int8":
+        reason = modern.int8_unavailable_reason(device_type, variant.dtype, variant.offload)
+        if reason:
+            return reason
+    if variant.compile:
+        reason = modern.compile_unavailable_reason(device_type)
+        if reason:
+            return reason
     return None
+
+
+def _cuda_bf16_native() -> bool:
+    # Without including_emulation=False, torch reports bf16 as supported on pre-Ampere GPUs, where it is
+    # emulated and slow: measuring that as "bf16" would mislead.
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch < 2.3 has no including_emulation and checks compute capability itself
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def _dtype_kwarg() -> str:
@@ -62,6 +81,10 @@ class PreparedModel:
     attention_impl: str
     #: Bark attention modules per implementation after the variant was applied (see attention_summary).
     attention_modules: dict[str, int]
+    #: Sub-models whose forward goes through torch.compile (compile variants).
+    compiled: tuple[str, ...] = ()
+    #: nn.Linear layers replaced by dynamically quantized int8 ones (int8 variants).
+    quantized_linear: int = 0
 
 
 def prepare_model(
@@ -84,8 +107,11 @@ def prepare_model(
         attention_impl = "barkbench-sdpa"
     elif variant.attention == "bettertransformer":
         model, attention_impl = attention.apply_bettertransformer(model, via=bt_via)
+    quantized = modern.apply_dynamic_int8(model) if variant.quantization == "int8" else 0
     if variant.offload == "cpu":
         model.enable_cpu_offload()
         device = model.device
     model.eval()
-    return PreparedModel(model, device, attention_impl, attention.attention_summary(model))
+    # Last, so the compiled graphs see the final attention, weights and device.
+    compiled = tuple(modern.compile_submodels(model)) if variant.compile else ()
+    return PreparedModel(model, device, attention_impl, attention.attention_summary(model), compiled, quantized)

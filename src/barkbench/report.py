@@ -18,7 +18,7 @@ from pathlib import Path
 
 from barkbench import markdown as md
 from barkbench import plots
-from barkbench.results import BenchmarkResult, ResultsError, Run, load_runs
+from barkbench.results import BYTES_PER_MB, BenchmarkResult, ResultsError, Run, load_runs
 
 HELP = "write Markdown tables and PNG plots from pytest-benchmark JSON files"
 DEFAULT_OUTPUT_DIR = Path("barkbench-report")
@@ -74,6 +74,9 @@ class Group:
                       md.table(BenchmarkResult.RELATIVE_HEADERS, [r.relative_row(baseline) for r in ordered])]
         else:
             parts += ["", "_No variant succeeded in this group, so there is nothing to compare._"]
+        stage_part = stage_table(self.succeeded)
+        if stage_part:
+            parts += ["", stage_part]
         if self.failed:
             parts += ["", "**Failed:**", ""]
             parts += [f"- `{r.variant}`: {r.error or 'no error message recorded'}" for r in self.failed]
@@ -89,6 +92,39 @@ class Group:
                      f"row, `{baseline.variant}`.")
         return (f"{which} Negative latency and memory changes are improvements; so is positive throughput. "
                 f"Speed-up is baseline latency / variant latency.")
+
+
+_STAGE_CAPTION = (
+    "Per stage (mean over the rounds): seconds of semantic, coarse, fine generation and codec decode; tokens "
+    "per second of the semantic and coarse stages (each stage's tokens over its own time, so runs of "
+    "different lengths compare); peak memory during each stage in MB; real-time factor = latency / audio "
+    "seconds (below 1 is faster than real time)."
+)
+
+
+def stage_table(results: Sequence[BenchmarkResult]) -> str | None:
+    """The per-stage breakdown of the rows that recorded one (``extra_info["stages"]``), else None."""
+    rows = [r for r in results if r.stages]
+    if not rows:
+        return None
+    names = [stage[0] for stage in rows[0].stages]
+    headers = ("Variant", *(f"{n} s" for n in names), "semantic tok/s", "coarse tok/s",
+               "peak MB " + " / ".join(names), "RTF")
+    cells = []
+    for r in rows:
+        by_name = {name: (seconds, peak, tokens) for name, seconds, peak, tokens in r.stages}
+
+        def rate(name: str, by_name=by_name) -> float | None:
+            seconds, _, tokens = by_name.get(name, (None, None, None))
+            return tokens / seconds if seconds and tokens is not None else None
+
+        peaks = " / ".join(md.thousands(None if by_name.get(n, (0, None))[1] is None
+                                        else by_name[n][1] / BYTES_PER_MB) for n in names)
+        rtf = r.latency_mean / r.audio_seconds if r.latency_mean and r.audio_seconds else None
+        cells.append([f"`{r.variant}`", *(md.significant(by_name.get(n, (None,))[0]) for n in names),
+                      md.significant(rate("semantic")), md.significant(rate("coarse")), peaks,
+                      md.significant(rtf)])
+    return "\n".join([_STAGE_CAPTION, "", md.table(headers, cells)])
 
 
 @dataclass(frozen=True)

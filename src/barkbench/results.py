@@ -91,6 +91,8 @@ class BenchmarkResult:
     audio_seconds: float | None = None
     audio_seconds_per_wall_second: float | None = None
     semantic_max_new_tokens: int | None = None
+    #: extra_info["stages"] as (stage, seconds, peak_memory_bytes, tokens) rows; a tuple keeps the result hashable.
+    stages: tuple[tuple[str, float | None, int | None, float | None], ...] = ()
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], machine: str) -> BenchmarkResult:
@@ -124,6 +126,7 @@ class BenchmarkResult:
             audio_seconds=_float(extra.get("audio_seconds")),
             audio_seconds_per_wall_second=_float(extra.get("audio_seconds_per_wall_second")),
             semantic_max_new_tokens=_int(extra.get("semantic_max_new_tokens")),
+            stages=_stages(extra.get("stages")),
         )
 
     # -- derived values -------------------------------------------------------------------------------------
@@ -148,7 +151,8 @@ class BenchmarkResult:
 
     @property
     def is_reference_baseline(self) -> bool:
-        return self.axes == BASELINE_AXES
+        # int8/compile variants keep eager/fp32/no-offload axes; only the plain eager-fp32-bsN id is the baseline.
+        return self.axes == BASELINE_AXES and _BATCH_IN_ID.sub("", self.variant) == "eager-fp32"
 
     @property
     def latency_mean(self) -> float | None:
@@ -308,6 +312,13 @@ def parse_run(data: Any, path: Path) -> Run:
         benchmarks=tuple(results),
         ignored=tuple(ignored),
     )
+
+
+def _stages(value: Any) -> tuple[tuple[str, float | None, int | None, float | None], ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple((str(name), _float(s.get("seconds")), _int(s.get("peak_memory_bytes")), _float(s.get("tokens")))
+                 for name, s in value.items() if isinstance(s, Mapping))
 
 
 def _float(value: Any) -> float | None:

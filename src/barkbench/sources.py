@@ -121,7 +121,8 @@ def _fingerprint(arch: str) -> str:
 
     # The folder depends on the config and on the transformers major version that wrote it (formats moved
     # between 4.x and 5.x); rebuilding is cheap, mixing is not.
-    blob = json.dumps({"arch": ARCHITECTURES[arch], "seed": 0, "tf": transformers.__version__.split(".")[0]})
+    blob = json.dumps({"arch": ARCHITECTURES[arch], "seed": 0, "tf": transformers.__version__.split(".")[0],
+                       "codebooks": "randn"})
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -165,6 +166,7 @@ def _build_random_model(arch: str, target: Path) -> None:
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = BarkModel(BarkConfig(**bark_config_dict(arch)))
+            _fill_codebooks(model)
         # BarkModel(config) gets a plain GenerationConfig without the nested sub-model configs; this is the
         # shape the hub's generation_config.json has and the one both generate and save_pretrained accept.
         model.generation_config = GenerationConfig.from_dict(BarkGenerationConfig().to_dict())
@@ -179,6 +181,20 @@ def _build_random_model(arch: str, target: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fill_codebooks(model) -> None:
+    """Give the random EnCodec's codebooks content (call under a fixed seed).
+
+    EncodecEuclideanCodebook initializes its ``embed`` buffer to zeros, so a freshly built codec decodes every
+    token sequence to the same audio: equal audio would prove nothing and every WAV would sound alike.
+    """
+    import torch
+
+    with torch.no_grad():
+        for name, buffer in model.codec_model.named_buffers():
+            if name.endswith("codebook.embed"):
+                buffer.copy_(torch.randn(buffer.shape, dtype=buffer.dtype))
 
 
 def build_processor(workdir: Path):
@@ -225,6 +241,7 @@ def load_processor(source: ModelSource):
 
 def load_model(source: ModelSource, **kwargs: Any):
     """``BarkModel.from_pretrained`` on the source; ``kwargs`` go to from_pretrained (dtype, attention)."""
+    from safetensors import SafetensorError
     from transformers import BarkModel
 
     location = resolve(source)
@@ -232,7 +249,8 @@ def load_model(source: ModelSource, **kwargs: Any):
         return BarkModel.from_pretrained(location, **kwargs)
     except OSError as exc:
         raise _explain_load_error(source, exc) from exc
-    except (ValueError, RuntimeError) as exc:
+    # A truncated or garbled weights file raises SafetensorError, which is neither a ValueError nor an OSError.
+    except (ValueError, RuntimeError, SafetensorError) as exc:
         if source.kind == "hub":
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -74,7 +74,10 @@ def prepare_inputs(processor: Any, workload: Workload, device: Any) -> tuple[dic
         for i, n in enumerate(text_token_counts(processor, prompts))
         if n > MAX_TEXT_TOKENS
     ]
-    inputs = processor(prompts)
+    # BarkProcessor pads to 256 but does not truncate: a longer prompt alone gets more ids (the semantic model
+    # then keeps the first 256), and in a batch next to a shorter one the tokenizer cannot build the tensor.
+    # Truncating here keeps exactly what Bark would keep, for every batch; the warnings above report it.
+    inputs = processor(prompts, truncation=True)
     # BarkProcessor returns a BatchFeature; history_prompt stays None without a voice preset.
     inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in inputs.items() if v is not None}
     return inputs, warnings
