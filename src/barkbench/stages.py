@@ -154,7 +154,8 @@ class StageTracker:
     Figures accumulate over the calls made inside the block (one ``generate`` call: one call per stage).
     Each stage resets the peak-memory counter (process high-water mark on CPU, allocator peak on an
     accelerator) when it starts; ``peak_bytes`` folds in what was reached before every reset, so it is the
-    whole block's peak and callers combine it with their own outer tracker's reading.
+    whole block's peak and callers combine it with their own tracker's reading — entered inside this block,
+    since the stages' resets would otherwise cut into it unseen.
     """
 
     def __init__(self, model: Any, device_type: str = "cpu", baseline_bytes: int | None = None) -> None:
@@ -215,13 +216,9 @@ class StageTracker:
     def __enter__(self) -> StageTracker:
         if self.baseline_bytes is None:
             self.baseline_bytes = trackers.memory_in_use(self.device_type)
-        if self.device_type == "cpu":
-            # Tells whether VmHWM can be reset here; what it held before is kept, in case a caller's tracker
-            # entered first (every stage resets it again anyway).
-            before = _peak_so_far("cpu")
-            self._resettable = trackers.reset_peak_rss()
-            if self._resettable:
-                self._peak_abs = max(self._peak_abs, before)
+        # Whether VmHWM can be reset here. Resetting is why a caller's own peak tracker must be entered after
+        # this one (inside it), as VariantRunner does: what came before the block is not the block's.
+        self._resettable = self.device_type != "cpu" or trackers.reset_peak_rss()
         try:
             for stage, owner_name, method_name in _TARGETS:
                 owner = getattr(self.model, owner_name) if owner_name else self.model
