@@ -116,7 +116,7 @@ def _peak_so_far(device_type: str) -> int:
     """The peak the device/process reached since the last reset (absolute bytes)."""
     if device_type == "cpu":
         # VmHWM where the kernel keeps it; the current RSS is the best lower bound elsewhere.
-        return trackers._status_kib("VmHWM") or trackers.current_rss()
+        return trackers.peak_rss()
     import torch
 
     synchronize()

@@ -49,6 +49,11 @@ def release_free_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def peak_rss() -> int:
+    """The process's peak resident set since the last reset (VmHWM); the current RSS where the kernel has none."""
+    return _status_kib("VmHWM") or current_rss()
+
+
 def reset_peak_rss() -> bool:
     """Reset the kernel's high-water mark to the current RSS; False where the kernel does not allow it."""
     try:
@@ -146,7 +151,7 @@ class MemoryTracker:
     def __exit__(self, *exc: object) -> None:
         if self.device_type == "cpu":
             polled = self._poller.stop() if self._poller is not None else None
-            peak = polled or _status_kib("VmHWM") or current_rss()
+            peak = polled or peak_rss()
         else:
             synchronize()
             peak = int(self._accelerator().max_memory_allocated())
