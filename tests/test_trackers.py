@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from barkbench import trackers
+from barkbench.measure import trackers
 from barkbench.device import synchronized_perf_counter
 
 MiB = 2**20

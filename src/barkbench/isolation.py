@@ -88,7 +88,8 @@ class VariantRunner:
 
     def __init__(self, spec: RunSpec) -> None:
         from barkbench import device as device_mod
-        from barkbench import optimize, sources, trackers, workload
+        from barkbench import optimize, sources, workload
+        from barkbench.measure import trackers
 
         self.spec = spec
         self._trackers = trackers

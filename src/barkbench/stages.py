@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from barkbench import trackers
+from barkbench.measure import trackers
 from barkbench.device import synchronize
 
 #: The stages in the order ``BarkModel.generate`` runs them; also the keys of ``extra_info["stages"]``.
