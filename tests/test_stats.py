@@ -267,3 +267,14 @@ def test_noise_check_round_trips_through_plain_values() -> None:
     assert NoiseCheck.from_dict(check.as_dict()) == check
     usage = CpuUsage(10.0, 6.0, 10.0, 2, 2.5, 3.0)
     assert CpuUsage.from_dict(usage.as_dict()) == usage
+
+
+def test_reciprocal_metrics_are_judged_on_one_over_the_mean() -> None:
+    # Throughput = 1 / latency: latencies +6 % on every round are throughput 1 / 1.06 - 1 = -5.66 %.
+    verdict = stats.regression_verdict(BASE, CONSISTENT, 0.05, higher_is_worse=False, reciprocal=True)
+    assert verdict.kind == "regression"
+    assert verdict.change == pytest.approx(1 / 1.06 - 1)
+    assert verdict.change_interval is not None and verdict.change_interval.contains(1 / 1.06 - 1)
+    assert verdict.change_interval.high < 0
+    # The rank test is the same on latencies and on their reciprocals.
+    assert verdict.significance == stats.regression_verdict(BASE, CONSISTENT, 0.05).significance

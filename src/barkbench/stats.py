@@ -242,12 +242,15 @@ def _pct(fraction: float) -> str:
 
 def regression_verdict(base: Sequence[float], new: Sequence[float], threshold: float, higher_is_worse: bool = True,
                        alpha: float = ALPHA, undecided_fails: bool = True, over: Over = "rounds",
-                       epsilon: float = 1e-9) -> Verdict:
+                       reciprocal: bool = False, epsilon: float = 1e-9) -> Verdict:
     """Judge NEW against BASE: a regression is worse by more than ``threshold`` AND significant.
 
-    ``base``/``new`` are the per-round timings (or per-process means). When the sample sizes cannot reach
-    ``alpha`` the verdict is "undecided": the threshold alone decides (``undecided_fails``), and the reason says
-    how many rounds would be needed. ``epsilon`` keeps a change of exactly the threshold from counting as beyond.
+    ``base``/``new`` are the per-round timings (or per-process means). The metric judged is their mean, or with
+    ``reciprocal`` a figure proportional to 1 / mean (throughput = batch / mean latency, audio rate): the same
+    rounds then give the change and its interval of that figure, and the same rank test (the order of the rounds
+    does not change under 1 / x). When the sample sizes cannot reach ``alpha`` the verdict is "undecided": the
+    threshold alone decides (``undecided_fails``), and the reason says how many rounds would be needed.
+    ``epsilon`` keeps a change of exactly the threshold from counting as beyond.
     """
     a, b = _finite(base, "base"), _finite(new, "new")
     if a.size == 0 or b.size == 0:
@@ -255,8 +258,10 @@ def regression_verdict(base: Sequence[float], new: Sequence[float], threshold: f
     base_mean, new_mean = float(np.mean(a)), float(np.mean(b))
     if base_mean <= 0:
         raise StatsError(f"base mean is {base_mean}; timings must be positive")
-    change = (new_mean - base_mean) / base_mean
-    ratio = ratio_interval(b, a, over=over)
+    if new_mean <= 0:
+        raise StatsError(f"new mean is {new_mean}; timings must be positive")
+    change = (base_mean / new_mean - 1) if reciprocal else (new_mean - base_mean) / base_mean
+    ratio = ratio_interval(a, b, over=over) if reciprocal else ratio_interval(b, a, over=over)
     interval = None if ratio is None else Interval(
         ratio.estimate - 1, ratio.low - 1, ratio.high - 1, ratio.confidence, ratio.over, ratio.n, ratio.method)
     sig = mann_whitney(a, b, alpha)
