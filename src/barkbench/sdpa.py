@@ -1,0 +1,303 @@
+"""Exact SDPA attention for Hugging Face Bark, as ``attn_implementation="sdpa"``.
+
+transformers never shipped SDPA for Bark (only ``eager`` and ``flash_attention_2``). ``register()`` adds it from
+outside, without editing transformers' files, on transformers 4.48 and 5.x::
+
+    from barkbench import sdpa
+    sdpa.register()
+    model = BarkModel.from_pretrained("suno/bark-small", attn_implementation="sdpa")
+    model.set_attn_implementation("eager")   # and back with "sdpa"
+
+What it guarantees, wherever Bark's eager attention is defined: the same output as eager up to floating-point
+rounding of a different summation order — the causal mask aligned bottom-right (eager's slice
+``bias[:, :, k_len - q_len : k_len, :k_len]``, so a multi-token query over a KV cache sees the right keys), the
+attention mask added the way eager adds it (the additive 0 / dtype-min float mask, or the boolean form transformers
+5 builds for SDPA), fully masked rows finite and equal to eager's, dropout only in training. A call that asks for
+attention weights computes that call the eager way (same output, real weights). ``head_mask`` (transformers 4.48
+only) is refused with a one-line error.
+
+The fast path is what BetterTransformer ran: no explicit mask when there is no padding, ``is_causal`` only when the
+query covers every key, no mask at all for a one-token query. Padding, or a multi-token query over a cache, takes
+an explicit float mask instead.
+
+The default stays eager: a Bark model loaded without ``attn_implementation`` is built exactly as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+from transformers.models.bark import modeling_bark as _bark
+
+#: The implementation's name, as in ``attn_implementation=`` and ``set_attn_implementation``.
+NAME = "sdpa"
+#: The implementations a loaded Bark model can be switched between (their modules hold the same weights).
+SWITCHABLE = ("eager", NAME)
+#: BarkConfig's sub-configs whose models hold Bark attention (the codec has none).
+BARK_SUB_CONFIGS = ("semantic_config", "coarse_acoustics_config", "fine_acoustics_config")
+
+HEAD_MASK_ERROR = (
+    "barkbench's SDPA attention does not support head_mask; load the model with attn_implementation='eager' "
+    "(or call model.set_attn_implementation('eager')) to use it"
+)
+
+# Where BarkSelfAttention.forward takes output_attentions when it comes positionally (it differs by version:
+# 4.48 has past_key_values and head_mask before it, 5.x a cache and no head_mask). Computed once: the check runs
+# on every attention call.
+_FORWARD_PARAMETERS = list(inspect.signature(_bark.BarkSelfAttention.forward).parameters)
+_OUTPUT_ATTENTIONS_INDEX = _FORWARD_PARAMETERS.index("output_attentions") - 2  # minus self and hidden_states
+
+
+class BarkSdpaSelfAttention(_bark.BarkSelfAttention):
+    """``BarkSelfAttention`` with its score computation done by ``F.scaled_dot_product_attention``.
+
+    Same parameters, buffers and projections as eager (it is a subclass that only replaces ``_attn`` and wraps
+    ``forward``), so a module can be switched between the two in place without touching its weights.
+    """
+
+    #: Set for the duration of a call that asked for attention weights: that call runs eager's ``_attn``.
+    _eager_call = False
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        wants_weights = kwargs.get("output_attentions") or (
+            len(args) > _OUTPUT_ATTENTIONS_INDEX and args[_OUTPUT_ATTENTIONS_INDEX]
+        )
+        if not wants_weights:
+            return super().forward(hidden_states, *args, **kwargs)
+        self._eager_call = True
+        try:
+            return super().forward(hidden_states, *args, **kwargs)
+        finally:
+            del self._eager_call  # back to the class default
+
+    def _attn(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if head_mask is not None:
+            raise ValueError(HEAD_MASK_ERROR)
+        if self._eager_call:
+            # Eager adds the mask to the scores, so it needs the additive form (transformers 5 hands SDPA the
+            # boolean one).
+            additive = None if attention_mask is None else additive_mask(attention_mask, query.dtype)
+            return super()._attn(query, key, value, additive)
+        return sdpa_attention(self, query, key, value, attention_mask), None
+
+
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The attention mask as eager adds it to the scores: 0 where a key is attended, dtype-min where not."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask.to(dtype)
+
+
+# One entry: the mask last checked and whether it masks anything. Every layer of one forward call receives the same
+# mask object, so this is one check (one device sync) per forward call instead of one per layer.
+_last_checked: tuple[weakref.ref[torch.Tensor], int, bool] | None = None
+
+
+def _masks_something(mask: torch.Tensor) -> bool:
+    global _last_checked
+    if torch.compiler.is_compiling():
+        # A data-dependent branch would break the graph; the explicit mask is exact either way.
+        return True
+    # Inference tensors have no version counter; they cannot be changed in place outside inference mode, and the
+    # models build a new mask tensor for every forward call.
+    version = -1 if mask.is_inference() else mask._version
+    cached = _last_checked
+    if cached is not None and cached[0]() is mask and cached[1] == version:
+        return cached[2]
+    masks = bool((~mask).any()) if mask.dtype == torch.bool else bool((mask != 0).any())
+    _last_checked = (weakref.ref(mask), version, masks)
+    return masks
+
+
+def sdpa_attention(
+    module: _bark.BarkSelfAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bark's eager attention output (without the weights) through ``F.scaled_dot_product_attention``.
+
+    ``query``/``key``/``value`` are (batch, heads, length, head_dim); ``attention_mask`` is None, eager's additive
+    float mask, or a boolean one (True = attend), broadcastable to (batch, heads, q_len, k_len).
+    """
+    q_len, k_len = query.shape[-2], key.shape[-2]
+    dropout = module.dropout if module.training else 0.0
+    if attention_mask is not None and not _masks_something(attention_mask):
+        attention_mask = None
+    if attention_mask is None:
+        # The fast path: no mask tensor for the kernel to read.
+        if not module.is_causal or q_len == 1:
+            # A one-token query sees every key: eager's mask row is the causal buffer's last row, all ones.
+            return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+        if q_len == k_len:
+            return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, is_causal=True)
+        # Several new tokens over a cache: SDPA's is_causal aligns top-left, eager's slice bottom-right.
+        causal = module.bias[:, :, k_len - q_len : k_len, :k_len]
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=causal, dropout_p=dropout)
+
+    # Explicit mask, built as eager builds its scores: causal positions set to dtype-min, then the mask added
+    # (dtype-min + dtype-min overflows to -inf, as in eager).
+    minimum = torch.finfo(query.dtype).min
+    bias = additive_mask(attention_mask, query.dtype)
+    if module.is_causal:
+        causal = module.bias[:, :, k_len - q_len : k_len, :k_len]
+        bias = torch.zeros(causal.shape, dtype=query.dtype, device=query.device).masked_fill(~causal, minimum) + bias
+    # A row whose every entry is near dtype-min (a padded query: every key it may see is padding) is finite in
+    # eager because the score is absorbed by the huge negative value: eager gives softmax(bias row). Zeroing that
+    # query row makes the scores 0 and SDPA give the same, in any dtype (in fp16 the score would not be absorbed
+    # by a float32 accumulator and the row would come out as softmax(score) instead).
+    dead = bias.amax(dim=-1, keepdim=True) < minimum / 2
+    query = query.masked_fill(dead, 0.0)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout)
+
+
+# -- registration ------------------------------------------------------------------------------------------------
+
+
+def _bark_model_classes() -> list[type[PreTrainedModel]]:
+    return [
+        cls
+        for cls in vars(_bark).values()
+        if isinstance(cls, type) and issubclass(cls, _bark.BarkPreTrainedModel)
+    ]
+
+
+def sync_attention_modules(model: torch.nn.Module) -> int:
+    """Make every Bark attention module of ``model`` run what its sub-model's config says (eager or sdpa), in place;
+    returns how many modules changed class. Weights, buffers and hooks stay where they are."""
+    classes = {"eager": _bark.BarkSelfAttention, NAME: BarkSdpaSelfAttention}
+    changed = 0
+    for sub in model.modules():
+        if not isinstance(sub, (_bark.BarkCausalModel, _bark.BarkFineModel)):
+            continue
+        target = classes.get(sub.config._attn_implementation)
+        if target is None:
+            continue  # flash_attention_2 and others were built by transformers and stay as built
+        for block in sub.layers:
+            if type(block.attn) in classes.values() and type(block.attn) is not target:
+                block.attn.__class__ = target
+                changed += 1
+    return changed
+
+
+def _check_switchable(model: PreTrainedModel, implementation: Any) -> None:
+    requested = implementation.get("", None) if isinstance(implementation, dict) else implementation
+    values = [requested] + (
+        [v for k, v in implementation.items() if k in BARK_SUB_CONFIGS] if isinstance(implementation, dict) else []
+    )
+    for value in values:
+        if value is not None and value not in SWITCHABLE:
+            raise ValueError(
+                f"a loaded Bark model switches between {' and '.join(SWITCHABLE)} only, not {value!r}; "
+                f"load it with BarkModel.from_pretrained(..., attn_implementation={value!r}) instead"
+            )
+    flash = [type(m).__name__ for m in model.modules() if isinstance(m, _bark.BarkSelfFlashAttention2)]
+    if flash:
+        raise ValueError(
+            f"this Bark model was loaded with flash_attention_2 ({len(flash)} modules), which cannot be switched in "
+            "place; load it again with attn_implementation='eager' or 'sdpa'"
+        )
+
+
+def _bark_only(model: PreTrainedModel, implementation: Any) -> Any:
+    """A ``str`` for BarkModel becomes the per-sub-config dict, with the codec (no attention) left as it is."""
+    if isinstance(implementation, str) and isinstance(model, _bark.BarkModel):
+        return {"": implementation, **{key: implementation for key in BARK_SUB_CONFIGS}}
+    return implementation
+
+
+_original_set_attn_implementation = getattr(PreTrainedModel, "set_attn_implementation", None)
+
+
+def _set_attn_implementation(self: PreTrainedModel, attn_implementation: Any, *args: Any, **kwargs: Any) -> None:
+    """Bark's ``set_attn_implementation``: "eager" or "sdpa", for the whole model or per sub-config."""
+    _check_switchable(self, attn_implementation)
+    implementation = _bark_only(self, attn_implementation)
+    if _original_set_attn_implementation is not None:
+        _original_set_attn_implementation(self, implementation, *args, **kwargs)
+    else:
+        # transformers 4.48 has no set_attn_implementation; set the configs the way 5.x does.
+        _set_configs(self.config, implementation)
+    sync_attention_modules(self)
+
+
+def _set_configs(config: Any, implementation: Any) -> None:
+    own = implementation.get("", None) if isinstance(implementation, dict) else implementation
+    if own is not None:
+        config._attn_implementation_internal = own
+    for key in getattr(config, "sub_configs", {}):
+        sub = getattr(config, key, None)
+        if sub is None:
+            continue
+        value = implementation.get(key) if isinstance(implementation, dict) else implementation
+        if value is not None:
+            _set_configs(sub, value)
+
+
+def register() -> None:
+    """Make ``attn_implementation="sdpa"`` and ``set_attn_implementation("sdpa"/"eager")`` work for Bark.
+
+    Idempotent; changes only Bark's classes (and lets the attention-free codec accept the name inside a Bark
+    model), never transformers' files. Models loaded without ``attn_implementation`` stay eager.
+    """
+    _bark.BARK_ATTENTION_CLASSES[NAME] = BarkSdpaSelfAttention
+    for cls in _bark_model_classes():
+        cls._supports_sdpa = True
+        # transformers 5 decides by reading the module's source whether a model can switch attention at run time;
+        # Bark's cannot be read that way, so the answer is given (the cache attribute it looks up first).
+        cls._can_set_attn_implementation_cached_value = True
+        cls.set_attn_implementation = _set_attn_implementation  # type: ignore[method-assign]
+    _keep_eager_default()
+    if not getattr(_bark.BarkModel.__init__, "_barkbench_sdpa", False):
+        _bark.BarkModel.__init__ = _codec_stays_eager(_bark.BarkModel.__init__)  # type: ignore[method-assign]
+
+
+def _codec_stays_eager(original: Any) -> Any:
+    # attn_implementation="sdpa" as a string reaches every sub-config, the codec's too, and EncodecModel (which
+    # has no attention at all) refuses the name on both stacks. The codec is set back to eager before BarkModel
+    # builds it, so the request means what it says for Bark's three transformers and nothing for the codec.
+    @functools.wraps(original)
+    def __init__(self: PreTrainedModel, config: Any, *args: Any, **kwargs: Any) -> None:
+        codec = getattr(config, "codec_config", None)
+        if codec is not None and codec._attn_implementation == NAME:
+            codec._attn_implementation_internal = "eager"
+        original(self, config, *args, **kwargs)
+
+    __init__._barkbench_sdpa = True  # type: ignore[attr-defined]
+    return __init__
+
+
+def _keep_eager_default() -> None:
+    # With _supports_sdpa set, transformers would pick sdpa for a model loaded without attn_implementation.
+    # Bark's default stays eager: only an explicit request gets this implementation.
+    base = _bark.BarkPreTrainedModel
+    if hasattr(PreTrainedModel, "get_correct_attn_implementation"):  # transformers 5
+
+        def get_correct_attn_implementation(self: PreTrainedModel, requested_attention: str | None,
+                                            is_init_check: bool = False) -> str:
+            requested = "eager" if requested_attention is None else requested_attention
+            return PreTrainedModel.get_correct_attn_implementation(self, requested, is_init_check)
+
+        base.get_correct_attn_implementation = get_correct_attn_implementation  # type: ignore[method-assign]
+    else:  # transformers 4.48: hard_check_only=False is the "nothing requested" path
+
+        def _check_and_enable_sdpa(cls: type[PreTrainedModel], config: Any, hard_check_only: bool = False) -> Any:
+            if not hard_check_only:
+                return config
+            return PreTrainedModel._check_and_enable_sdpa.__func__(cls, config, hard_check_only=True)  # type: ignore[attr-defined]
+
+        base._check_and_enable_sdpa = classmethod(_check_and_enable_sdpa)  # type: ignore[method-assign,assignment]
