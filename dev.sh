@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # barkbench's entry points, each doing its own set-up:
 #   ./dev.sh bench [pytest args...]        create .venv (current stack), run the benchmark suite (bench/)
-#   ./dev.sh test  [pytest args...]        create .venv and .venv-legacy, run tests/ on both stacks
+#   ./dev.sh test  [pytest args...]        create .venv and .venv-legacy, lint (once), run tests/ on both stacks
+#   ./dev.sh lint                          ruff check, ruff format --check and mypy src, on .venv
 #   ./dev.sh test-current|test-legacy ...  the same on one stack
 #   ./dev.sh bench-legacy [pytest args...] bench/ on the legacy stack (optimum's BetterTransformer runs there)
 # An environment is (re)installed when it is missing or when pyproject.toml, its constraints file or TORCH_SPEC
@@ -45,6 +46,16 @@ run_tests() {
   "$venv/bin/python" -m pytest tests/ "$@"
 }
 
+# lint: the static checks, once (they do not depend on the stack); returns non-zero when any fails.
+lint() {
+  local status=0
+  echo "barkbench: ruff check, ruff format --check, mypy src" >&2
+  .venv/bin/ruff check src tests bench || status=1
+  .venv/bin/ruff format --check src tests bench || status=1
+  .venv/bin/mypy src || status=1
+  return "$status"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -59,13 +70,18 @@ case "$cmd" in
   test)
     current_env
     legacy_env
-    # Both stacks run even when the first fails, so one CI run shows every failure; the status is non-zero
-    # when either failed.
+    # The lint and both stacks run even when one fails, so one CI run shows every failure; the status is
+    # non-zero when any failed.
     status=0
-    run_tests current .venv "$@" || status=$?
+    lint || status=$?
+    run_tests current .venv "$@" || { current=$?; [[ $status -ne 0 ]] || status=$current; }
     run_tests legacy .venv-legacy "$@" || { legacy=$?; [[ $status -ne 0 ]] || status=$legacy; }
     if [[ $status -ne 0 ]]; then echo "barkbench: tests failed (exit $status); see above" >&2; fi
     exit "$status"
+    ;;
+  lint)
+    current_env
+    lint
     ;;
   test-current)
     current_env
@@ -76,7 +92,7 @@ case "$cmd" in
     run_tests legacy .venv-legacy "$@"
     ;;
   *)
-    echo "usage: ./dev.sh bench|bench-legacy|test|test-current|test-legacy [pytest args...]" >&2
+    echo "usage: ./dev.sh bench|bench-legacy|test|test-current|test-legacy|lint [pytest args...]" >&2
     exit 2
     ;;
 esac

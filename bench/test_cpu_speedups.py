@@ -5,7 +5,7 @@
 
 Skipped unless ``--bark-model random:bark-small`` is given (the default ``pytest bench/`` stays fast). Each
 variant of the ``cpu`` group (eager-fp32, sdpa-fp32, eager-bf16, sdpa-bf16, eager-fp16) and sdpa+int8 runs
-through the harness — a fresh worker process, ``--warmup-rounds`` then ``--nb-loops`` rounds — at 64 semantic
+through the harness — a fresh worker process, ``--bark-warmup-rounds`` then ``--bark-rounds`` rounds — at 64 semantic
 tokens forced with the fixed-length mode; then the same generate call runs in a bare loop in a fresh ``python`` process,
 without pytest-benchmark, trackers or IPC, to measure what the harness itself costs. The speed-ups, against
 the goals the project set, are printed as a table at the end of the session and added to the JSON under
@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from barkbench.device import synchronized_perf_counter
-from barkbench.plugin import BarkBench, bench_config
+from barkbench.measure.device import synchronized_perf_counter
+from barkbench.pytest_plugin.plugin import bark_session
+from barkbench.pytest_plugin.session import BarkBench
 from barkbench.variants import GROUPS, PRESETS
 
 pytestmark = pytest.mark.benchmark(timer=synchronized_perf_counter, disable_gc=True)
@@ -58,7 +59,7 @@ _BARE_LOOP = """
 import json, sys, time
 import torch
 from transformers import set_seed
-from barkbench import sources, stages, workload
+from barkbench.measure import sources, stages, workload
 args = json.loads(sys.argv[1])
 source = sources.parse_model_source(args["model"])
 model = sources.load_model(source).eval()
@@ -175,13 +176,14 @@ class SpeedupSummary:
 @pytest.fixture(scope="module")
 def speedups(request: pytest.FixtureRequest) -> tuple[BarkBench, SpeedupSummary]:
     config = request.config
-    if config.getoption("bark_model") != MODEL:
+    session = bark_session(config)
+    if session.config.model != MODEL:
         pytest.skip(SKIP_REASON)
-    cfg = dataclasses.replace(bench_config(config), semantic_max_new_tokens=SEMANTIC_TOKENS, device_type="cpu",
+    cfg = dataclasses.replace(session.config, semantic_max_new_tokens=SEMANTIC_TOKENS, device_type="cpu",
                               fixed_length=True, variants=tuple(VARIANTS.values()))
     summary = SpeedupSummary()
     config.pluginmanager.register(summary, "barkbench-cpu-speedups")
-    return BarkBench(cfg, config), summary
+    return session.bench(cfg), summary
 
 
 def test_bare_generate_loop(speedups):

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_source():
-    from barkbench import sources
+    from barkbench.measure import sources
 
     source = sources.parse_model_source("tiny")
     sources.resolve(source)  # build once for the session
@@ -40,15 +40,15 @@ def tiny_source():
 
 @pytest.fixture(scope="session")
 def tiny_dir(tiny_source) -> Path:
-    from barkbench import sources
+    from barkbench.measure import sources
 
     return Path(sources.resolve(tiny_source))
 
 
 @pytest.fixture()
 def bench_pytester(pytester: pytest.Pytester) -> pytest.Pytester:
-    """A pytester folder holding the repo's conftest and bench/ suite, to run benchmark sub-sessions."""
-    pytester.makeconftest((REPO / "conftest.py").read_text())
+    """A pytester folder holding the repo's bench/ suite, to run benchmark sub-sessions. No conftest: the plugin
+    loads through barkbench's ``pytest11`` entry point, as in any project that installs barkbench."""
     bench = pytester.mkdir("bench")
     (bench / "test_bark.py").write_text((REPO / "bench" / "test_bark.py").read_text())
     return pytester

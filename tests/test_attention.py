@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers.models.bark.modeling_bark import BarkSelfAttention
 
-from barkbench import attention, sources
+from barkbench.measure import sources
+from barkbench.measure.optimize import attention
 
 
 @pytest.fixture()

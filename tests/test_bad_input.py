@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from barkbench import sources
-from barkbench.isolation import FAIL_VARIANT_ENV, RunSpec, VariantRunner
+from barkbench.measure import sources
+from barkbench.measure.runner import FAIL_VARIANT_ENV, RunSpec, VariantRunner
+from barkbench.measure.workload import MAX_TEXT_TOKENS, Workload, WorkloadError
 from barkbench.variants import Variant, VariantError, parse_variants
-from barkbench.workload import MAX_TEXT_TOKENS, Workload, WorkloadError
 
-REPO = Path(__file__).resolve().parents[1]
-FAST = ["--semantic-max-new-tokens", "8", "--nb-loops", "1", "--warmup-rounds", "0", "-p", "no:cacheprovider"]
+FAST = ["--bark-semantic-tokens", "8", "--bark-rounds", "1", "--bark-warmup-rounds", "0", "-p", "no:cacheprovider"]
 IN_PROCESS = ["--bark-isolation", "off"]
 LONG_PROMPT = " ".join(["Wow, batching is so great!"] * 60)
 
@@ -36,8 +35,8 @@ def run(pytester: pytest.Pytester, *args: str, timeout: int = 600) -> pytest.Run
 
 
 def add_conftest(pytester: pytest.Pytester, extra: str) -> None:
-    """The repo's conftest (which loads the plugin) plus ``extra``: a fault to inject into the sub-session."""
-    pytester.makeconftest((REPO / "conftest.py").read_text() + "\n" + extra)
+    """A conftest holding ``extra``: a fault to inject into the sub-session (the plugin loads by entry point)."""
+    pytester.makeconftest(extra)
 
 
 def benchmarks_by_variant(path: Path) -> dict[str, dict]:
@@ -71,10 +70,10 @@ def test_variant_specs_fail_with_the_fix_in_the_message(spec, message):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--variants", "dtype=fp8"], "unknown dtype 'fp8'"),
-        (["--nb-loops", "0"], "--nb-loops must be >= 1, got 0"),
-        (["--semantic-max-new-tokens", "0"], "--semantic-max-new-tokens must be >= 1, got 0"),
-        (["--warmup-rounds", "many"], "--warmup-rounds must be an integer, got 'many'"),
+        (["--bark-variants", "dtype=fp8"], "unknown dtype 'fp8'"),
+        (["--bark-rounds", "0"], "--bark-rounds must be >= 1, got 0"),
+        (["--bark-semantic-tokens", "0"], "--bark-semantic-tokens must be >= 1, got 0"),
+        (["--bark-warmup-rounds", "many"], "--bark-warmup-rounds must be an integer, got 'many'"),
         (["--bark-model", "./no-such-model"], "model folder no-such-model does not exist"),
     ],
 )
@@ -96,7 +95,7 @@ def test_a_corrupt_model_folder_fails_each_variant_in_one_recorded_line(bench, t
         # Truncated weights, as an interrupted download or copy leaves them.
         (corrupt / item.name).write_bytes(data[:1000] if item.name == "model.safetensors" else data)
     out = bench.path / "run.json"
-    result = run(bench, *IN_PROCESS, "--bark-model", str(corrupt), "--variants", "baseline",
+    result = run(bench, *IN_PROCESS, "--bark-model", str(corrupt), "--bark-variants", "baseline",
                  f"--benchmark-json={out}")
     result.assert_outcomes(failed=1)
     line = f"eager-fp32-bs1: model folder {corrupt} is corrupt (Error while deserializing header*"
@@ -109,7 +108,7 @@ def test_a_hub_id_without_network_or_cache_fails_in_one_recorded_line(bench, mon
     # An empty hub cache, offline (tests/conftest.py sets HF_HUB_OFFLINE=1): nothing to find, nothing to fetch.
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     out = bench.path / "run.json"
-    result = run(bench, *IN_PROCESS, "--bark-model", "barkbench-test/not-cached", "--variants", "baseline",
+    result = run(bench, *IN_PROCESS, "--bark-model", "barkbench-test/not-cached", "--bark-variants", "baseline",
                  f"--benchmark-json={out}")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
@@ -159,7 +158,7 @@ def test_an_out_of_memory_variant_is_recorded_failed_and_the_run_goes_on(bench, 
     monkeypatch.setenv(FAIL_VARIANT_ENV, "sdpa-fp32-bs1:oom")
     out = bench.path / "run.json"
     store = bench.path / "store"
-    result = run(bench, "--variants", "sdpa;offload;baseline", f"--benchmark-json={out}", "-rs",
+    result = run(bench, "--bark-variants", "sdpa;offload;baseline", f"--benchmark-json={out}", "-rs",
                  "--benchmark-autosave", f"--benchmark-storage=file://{store}")
     result.assert_outcomes(passed=1, failed=1, skipped=1)
     result.stdout.fnmatch_lines([
@@ -187,7 +186,7 @@ def test_a_run_whose_every_variant_failed_still_writes_the_failures(bench, monke
     # (In a worker process, the default: --bark-isolation off is for debugging and shows the raw traceback.)
     monkeypatch.setenv(FAIL_VARIANT_ENV, "eager-fp32-bs1:oom")
     out = bench.path / "run.json"
-    result = run(bench, "--variants", "baseline", f"--benchmark-json={out}")
+    result = run(bench, "--bark-variants", "baseline", f"--benchmark-json={out}")
     result.assert_outcomes(failed=1)
     (entry,) = json.loads(out.read_text())["benchmarks"]
     assert entry["extra_info"]["status"] == "failed" and "out of memory" in entry["extra_info"]["error"]
@@ -207,7 +206,7 @@ def pytest_runtest_call(item):
         raise KeyboardInterrupt  # what Ctrl-C raises, in the middle of the second variant
 """)
     out = bench.path / "run.json"
-    result = run(bench, *IN_PROCESS, "--variants", "baseline;sdpa;bf16", f"--benchmark-json={out}")
+    result = run(bench, *IN_PROCESS, "--bark-variants", "baseline;sdpa;bf16", f"--benchmark-json={out}")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     by_id = benchmarks_by_variant(out)  # parses
     assert set(by_id) == {"eager-fp32-bs1"} and by_id["eager-fp32-bs1"]["stats"]["rounds"] == 1
@@ -236,7 +235,7 @@ os.replace = _killed_before_commit
     out = bench.path / "run.json"
     previous = {"benchmarks": [], "note": "an earlier run"}
     out.write_text(json.dumps(previous))
-    result = run(bench, *IN_PROCESS, "--variants", "baseline", f"--benchmark-json={out}")
+    result = run(bench, *IN_PROCESS, "--bark-variants", "baseline", f"--benchmark-json={out}")
     assert result.ret == -9, "the sub-session should have been killed at the commit point"
     assert json.loads(out.read_text()) == previous
     # What was being written is in a hidden temporary file next to it, never under the result's name.
@@ -251,7 +250,7 @@ def test_a_missing_folder_is_refused_by_the_library_too(tmp_path):
 
 
 def test_an_interrupted_write_leaves_neither_a_partial_file_nor_a_temporary(tmp_path, monkeypatch):
-    from barkbench.plugin import atomic_write_bytes
+    from barkbench.pytest_plugin.benchmark_patches import atomic_write_bytes
 
     target = tmp_path / "run.json"
     target.write_text('{"old": true}')

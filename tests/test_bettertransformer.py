@@ -19,9 +19,10 @@ import pytest
 import torch
 import transformers
 
-from barkbench import attention, optimize, sources
+from barkbench.measure import optimize, sources
+from barkbench.measure.optimize import attention
+from barkbench.measure.workload import Workload, prepare_inputs, text_token_counts
 from barkbench.variants import PRESETS, Variant
-from barkbench.workload import Workload, prepare_inputs, text_token_counts
 
 try:
     attention.optimum_bettertransformer()
@@ -193,8 +194,8 @@ def test_to_bettertransformer_path_runs_and_reports_itself(runs: Runs):
 def test_bench_json_says_which_bettertransformer_path_ran(bench_pytester: pytest.Pytester):
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(
-        "bench", "--variants", "bettertransformer", "--bark-bt-via", "to_bettertransformer",
-        "--semantic-max-new-tokens", str(TOKENS), "--nb-loops", "1", "--warmup-rounds", "0",
+        "bench", "--bark-variants", "bettertransformer", "--bark-bt-via", "to_bettertransformer",
+        "--bark-semantic-tokens", str(TOKENS), "--bark-rounds", "1", "--bark-warmup-rounds", "0",
         "-p", "no:cacheprovider", f"--benchmark-json={out}", timeout=600,
     )
     result.assert_outcomes(passed=1)
@@ -226,7 +227,7 @@ def test_bettertransformer_refusal_names_the_versions_and_points_to_sdpa(tiny_so
 @current_only
 def test_bench_skips_bettertransformer_with_the_reason(bench_pytester: pytest.Pytester):
     result = bench_pytester.runpytest_subprocess(
-        "bench", "--variants", "bettertransformer,bs8", "--bark-bt-via", "to_bettertransformer",
+        "bench", "--bark-variants", "bettertransformer,bs8", "--bark-bt-via", "to_bettertransformer",
         "-p", "no:cacheprovider", "-rs", timeout=300,
     )
     result.assert_outcomes(skipped=2)

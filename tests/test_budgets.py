@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from barkbench import budgets
-from barkbench import device as device_mod
-from barkbench.isolation import RunSpec, WorkerProcess
-from barkbench.optimize import unsupported_reason
+from barkbench.measure import device as device_mod
+from barkbench.measure.optimize import unsupported_reason
+from barkbench.measure.runner import RunSpec
+from barkbench.measure.worker import WorkerProcess
+from barkbench.measure.workload import Workload
+from barkbench.results import budgets
 from barkbench.variants import Variant
-from barkbench.workload import Workload
 
 MB = budgets.BYTES_PER_MB
 
@@ -62,8 +63,14 @@ def test_the_packaged_budgets_load_and_say_why():
 
 
 def test_the_budgets_file_is_shipped_as_package_data():
+    import fnmatch
+
+    import barkbench
+
     pyproject = budgets.tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
-    assert "*.toml" in pyproject["tool"]["setuptools"]["package-data"]["barkbench"]
+    packaged = budgets.default_path().relative_to(Path(barkbench.__file__).parent).as_posix()
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["barkbench"]
+    assert budgets.default_path().is_file() and any(fnmatch.fnmatch(packaged, p) for p in patterns)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +144,7 @@ def test_ratios_use_the_baseline_of_the_same_batch_size_device_and_source(tmp_pa
     assert cuda.status == "no-baseline" and cuda in budgets.failures(verdicts)
     assert cuda.message == (
         "budget not checked: tiny cuda sdpa-fp32-bs8 peak_memory <= 1.000 x baseline needs the baseline "
-        "eager-fp32-bs8 measured in the same run; add it (--variants 'batch=8') "
+        "eager-fp32-bs8 measured in the same run; add it (--bark-variants 'batch=8') "
         '[["*"."*"."sdpa-*"] in budgets.toml]'
     )
 
@@ -172,7 +179,8 @@ def test_extra_info_of_failed_variants_is_not_held_to_a_budget():
 @pytest.fixture(scope="module")
 def measured(pytestconfig: pytest.Config) -> list[budgets.Measurement]:
     """One generate per variant, each in a fresh worker process, on the command line's model and device."""
-    source = pytestconfig.getoption("bark_model", "tiny")
+    given = pytestconfig.getoption("bark_model", None)  # a parsed ModelSource when --bark-model was given
+    source = given.label if given is not None else "tiny"
     chosen = pytestconfig.getoption("bark_device", "auto")
     device = device_mod.device_type() if chosen in (None, "auto") else chosen
     runnable = [variant for variant in MEASURED if not unsupported_reason(variant, device)]
@@ -223,7 +231,7 @@ def test_half_precision_weights_are_half_of_fp32(measured):
 
 # -- a benchmark run enforces them -------------------------------------------------------------------------------
 
-FAST = ["--semantic-max-new-tokens", "8", "--nb-loops", "1", "--warmup-rounds", "0", "-p", "no:cacheprovider"]
+FAST = ["--bark-semantic-tokens", "8", "--bark-rounds", "1", "--bark-warmup-rounds", "0", "-p", "no:cacheprovider"]
 
 
 def test_a_run_with_bark_budgets_fails_the_session_on_an_exceeded_budget(bench_pytester, monkeypatch):
@@ -236,7 +244,7 @@ def test_a_run_with_bark_budgets_fails_the_session_on_an_exceeded_budget(bench_p
     )
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(
-        "bench", *FAST, "--variants", "baseline;bf16", "--bark-budgets", str(strict), f"--benchmark-json={out}",
+        "bench", *FAST, "--bark-variants", "baseline;bf16", "--bark-budgets", str(strict), f"--benchmark-json={out}",
         timeout=600,
     )
     result.assert_outcomes(passed=2)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from barkbench.cli import main
-from barkbench.compare import METRICS, OptionError, compare_runs, parse_fail_on, parse_threshold
-from barkbench.results import load_run
+from barkbench.results.compare import METRICS, OptionError, compare_runs, parse_fail_on, parse_threshold
+from barkbench.results.load import load_run
 
 Capsys = pytest.CaptureFixture[str]
 BASE = Path(__file__).parent / "data" / "run-cpu.json"

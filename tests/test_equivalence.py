@@ -32,11 +32,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers import set_seed
 
-from barkbench import device as device_mod
-from barkbench import sources
-from barkbench.optimize import TORCH_DTYPES, VariantUnsupported, prepare_model, unsupported_reason
+from barkbench.measure import device as device_mod
+from barkbench.measure import sources
+from barkbench.measure.optimize import VariantUnsupported, prepare_model, unsupported_reason
+from barkbench.measure.optimize.precision import torch_dtype
+from barkbench.measure.workload import MAX_TEXT_TOKENS, PROMPTS, Workload, prepare_inputs
 from barkbench.variants import Variant
-from barkbench.workload import MAX_TEXT_TOKENS, PROMPTS, Workload, prepare_inputs
 
 #: Short runs: equivalence does not depend on length, and every example is several generate calls.
 SEMANTIC_TOKENS = 8
@@ -259,7 +260,7 @@ LOSSY = [Variant(dtype="fp16"), Variant(dtype="bf16"), Variant(attention="flash_
 def test_half_precision_logits_stay_within_the_bound_of_fp32(load, eager, variant, stage, batch, length, codebook,
                                                               seed):
     lossy = load(variant)
-    dtype = TORCH_DTYPES[variant.dtype]
+    dtype = torch_dtype(variant.dtype)
     sub = getattr(lossy.model, stage)
     # The dtype path really ran: every floating parameter of the sub-model is in the variant's dtype.
     assert {p.dtype for p in sub.parameters() if p.is_floating_point()} == {dtype}

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from barkbench.cli import main
-from barkbench.export import export_github
-from barkbench.results import load_run
+from barkbench.results.export import export_github
+from barkbench.results.load import load_run
 
 DATA = Path(__file__).parent / "data"
 CPU_RUN = DATA / "run-cpu.json"

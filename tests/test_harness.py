@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-FAST = ["--semantic-max-new-tokens", "8", "-p", "no:cacheprovider"]
+FAST = ["--bark-semantic-tokens", "8", "-p", "no:cacheprovider"]
 
 EXTRA_INFO_FIELDS = {
     "variant": str, "attention": str, "dtype": str, "offload": str, "batch_size": int,
@@ -21,7 +21,7 @@ def _run(pytester, *args):
 
 
 def test_disabled_mode_runs_each_variant_once_and_skips_with_reasons(bench_pytester):
-    result = _run(bench_pytester, "--benchmark-disable", "--variants", "baseline;sdpa;offload", "-rs")
+    result = _run(bench_pytester, "--benchmark-disable", "--bark-variants", "baseline;sdpa;offload", "-rs")
     result.assert_outcomes(passed=2, skipped=1)
     result.stdout.fnmatch_lines(["*SKIPPED*offload needs an accelerator*this machine has none*"])
     result.stdout.no_fnmatch_line("*benchmark*tests*Min*")  # no table when benchmarking is disabled
@@ -29,8 +29,8 @@ def test_disabled_mode_runs_each_variant_once_and_skips_with_reasons(bench_pytes
 
 def test_benchmark_json_holds_every_extra_info_field(bench_pytester):
     out = bench_pytester.path / "run.json"
-    result = _run(bench_pytester, "--variants", "baseline; attention=sdpa,batch=2", "--nb-loops", "2",
-                  "--warmup-rounds", "1", f"--benchmark-json={out}", "--bark-wav-dir", "wav")
+    result = _run(bench_pytester, "--bark-variants", "baseline; attention=sdpa,batch=2", "--bark-rounds", "2",
+                  "--bark-warmup-rounds", "1", f"--benchmark-json={out}", "--bark-wav-dir", "wav")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_generate[[]eager-fp32-bs1[]]*", "*test_generate[[]sdpa-fp32-bs2[]]*"])
     # Progress: which variant and round a long run is on.
@@ -69,7 +69,7 @@ def test_benchmark_json_holds_every_extra_info_field(bench_pytester):
 
 
 def _peak_of(pytester, out, variants):
-    result = _run(pytester, "--variants", variants, "--nb-loops", "1", "--warmup-rounds", "0",
+    result = _run(pytester, "--bark-variants", variants, "--bark-rounds", "1", "--bark-warmup-rounds", "0",
                   f"--benchmark-json={out}")
     result.assert_outcomes(passed=len(variants.split(";")))
     data = json.loads(out.read_text())
@@ -87,8 +87,8 @@ def test_a_variant_measures_the_same_after_another_as_alone(bench_pytester):
 
 def test_in_process_mode_is_available_for_debugging(bench_pytester):
     out = bench_pytester.path / "run.json"
-    result = _run(bench_pytester, "--bark-isolation", "off", "--variants", "sdpa", "--nb-loops", "1",
-                  "--warmup-rounds", "0", f"--benchmark-json={out}")
+    result = _run(bench_pytester, "--bark-isolation", "off", "--bark-variants", "sdpa", "--bark-rounds", "1",
+                  "--bark-warmup-rounds", "0", f"--benchmark-json={out}")
     result.assert_outcomes(passed=1)
     info = json.loads(out.read_text())["benchmarks"][0]["extra_info"]
     assert info["isolation"] == "off" and info["attention_impl"] == "barkbench-sdpa"
@@ -97,10 +97,10 @@ def test_in_process_mode_is_available_for_debugging(bench_pytester):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--nb-loops", "0"], "--nb-loops must be >= 1, got 0"),
-        (["--warmup-rounds", "-1"], "--warmup-rounds must be >= 0"),
-        (["--variants", "attention=sdpa,batch=-2"], "batch must be a positive integer"),
-        (["--variants", "turbo"], "unknown variant 'turbo'"),
+        (["--bark-rounds", "0"], "--bark-rounds must be >= 1, got 0"),
+        (["--bark-warmup-rounds", "-1"], "--bark-warmup-rounds must be >= 0"),
+        (["--bark-variants", "attention=sdpa,batch=-2"], "batch must be a positive integer"),
+        (["--bark-variants", "turbo"], "unknown variant 'turbo'"),
         (["--bark-model", "random:huge"], "unknown architecture 'huge'"),
     ],
 )

@@ -8,8 +8,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from barkbench import modern, optimize, sources
-from barkbench.isolation import RunSpec, VariantRunner
+from barkbench.measure import optimize, sources
+from barkbench.measure.optimize import compile as compile_axis
+from barkbench.measure.optimize import quantize
+from barkbench.measure.runner import RunSpec, VariantRunner
+from barkbench.measure.workload import Workload
 from barkbench.variants import (
     ATTENTIONS,
     DTYPES,
@@ -21,7 +24,6 @@ from barkbench.variants import (
     VariantError,
     parse_variants,
 )
-from barkbench.workload import Workload
 
 TOKENS = 8
 
@@ -134,7 +136,7 @@ def test_supported_modern_variants_on_cpu_have_no_reason():
 
 def test_compile_without_a_cpp_compiler_is_skipped_with_the_reason(monkeypatch):
     monkeypatch.delenv("CXX", raising=False)
-    monkeypatch.setattr(modern.shutil, "which", lambda name: None)
+    monkeypatch.setattr(compile_axis.shutil, "which", lambda name: None)
     reason = optimize.unsupported_reason(Variant(compile=True), "cpu")
     assert reason is not None and "C++ compiler" in reason
 
@@ -193,7 +195,7 @@ def test_int8_quantizes_every_linear_layer_and_generates(tiny_source):
 def test_int8_counts_fewer_weight_bytes_than_fp32(tiny_source):
     model = sources.load_model(tiny_source)
     linear_fp32 = sum(m.weight.numel() * 4 for m in model.modules() if type(m) is torch.nn.Linear)
-    quantized = modern.apply_dynamic_int8(model)
+    quantized = quantize.apply_dynamic_int8(model)
     assert quantized == sum(1 for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
     linear_int8 = sum(m.weight().numel() for m in model.modules()
                       if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
@@ -206,10 +208,10 @@ def test_compile_compiles_the_sub_models_before_the_rounds(tiny_source):
 
     runner = _runner(tiny_source, Variant(attention="sdpa", compile=True))
     try:
-        assert runner.info.compiled == modern.COMPILED_SUBMODELS
+        assert runner.info.compiled == compile_axis.COMPILED_SUBMODELS
         assert runner.info.first_call_seconds is not None and runner.info.first_call_seconds > 0
-        for name in modern.COMPILED_SUBMODELS:
-            assert getattr(getattr(runner.model, name), modern.COMPILED_MARK) is True
+        for name in compile_axis.COMPILED_SUBMODELS:
+            assert getattr(getattr(runner.model, name), compile_axis.COMPILED_MARK) is True
         graphs = counters["stats"]["unique_graphs"]
         assert graphs > 0
         runner.prepare()
@@ -223,11 +225,12 @@ def test_compile_compiles_the_sub_models_before_the_rounds(tiny_source):
 def test_prepared_model_of_a_blog_variant_reports_nothing_modern(tiny_source):
     prepared = optimize.prepare_model(tiny_source, Variant(attention="sdpa"), "cpu")
     assert (prepared.compiled, prepared.quantized_linear) == ((), 0)
-    assert not any(hasattr(getattr(prepared.model, n), modern.COMPILED_MARK) for n in modern.COMPILED_SUBMODELS)
+    names = compile_axis.COMPILED_SUBMODELS
+    assert not any(hasattr(getattr(prepared.model, n), compile_axis.COMPILED_MARK) for n in names)
 
 
 def test_reports_never_take_an_int8_or_compiled_run_for_the_baseline():
-    from barkbench.results import BenchmarkResult
+    from barkbench.results.load import BenchmarkResult
 
     def result(variant: Variant) -> BenchmarkResult:
         return BenchmarkResult.from_json({"fullname": variant.id, "extra_info": variant.as_dict(), "stats": {}}, "m")

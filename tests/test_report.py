@@ -22,11 +22,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from barkbench import markdown as md
 from barkbench.cli import main
-from barkbench.plots import pareto_front
-from barkbench.report import build_report, group_results, relabel_machines, write_report
-from barkbench.results import ResultsError, load_run
+from barkbench.results import markdown as md
+from barkbench.results.load import ResultsError, load_run
+from barkbench.results.plots import pareto_front
+from barkbench.results.report import build_report, group_results, relabel_machines, write_report
 
 Capsys = pytest.CaptureFixture[str]
 DATA = Path(__file__).parent / "data"

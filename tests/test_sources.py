@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from barkbench import sources
+from barkbench.measure import sources
 
 
 def test_tiny_is_built_once_and_reloaded_from_disk(tiny_source, tiny_dir):
@@ -36,7 +36,7 @@ def test_tiny_is_deterministic(tmp_path, tiny_dir):
 
 
 def test_processor_tokenizes_the_prompts_without_unknowns(tiny_source):
-    from barkbench.workload import PROMPTS
+    from barkbench.measure.workload import PROMPTS
 
     processor = sources.load_processor(tiny_source)
     tokenizer = processor.tokenizer

@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from barkbench import attention
+from barkbench.measure.optimize import attention
 
 REPO = Path(__file__).resolve().parents[1]
 STACKS = ("current", "legacy")

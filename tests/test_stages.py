@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from barkbench import stages
-from barkbench.isolation import RunSpec, VariantRunner
+from barkbench.measure import stages
+from barkbench.measure.runner import RunSpec, VariantRunner
+from barkbench.measure.workload import Workload
 from barkbench.variants import Variant
-from barkbench.workload import Workload
 
 TOKENS = 12
 #: Bark's semantic end-of-speech id (also its pad id): BarkSemanticGenerationConfig.eos_token_id.
@@ -155,8 +155,9 @@ def test_gap_tolerance_is_relative_with_an_absolute_floor():
 def test_benchmark_json_carries_stages_and_length_normalized_figures(bench_pytester):
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(
-        "bench", "--semantic-max-new-tokens", "8", "-p", "no:cacheprovider", "--variants", "baseline",
-        "--nb-loops", "2", "--warmup-rounds", "1", "--fixed-length", f"--benchmark-json={out}", timeout=600,
+        "bench", "--bark-semantic-tokens", "8", "-p", "no:cacheprovider", "--bark-variants", "baseline",
+        "--bark-rounds", "2", "--bark-warmup-rounds", "1", "--bark-fixed-length", f"--benchmark-json={out}",
+        timeout=600,
     )
     result.assert_outcomes(passed=1)
     bench = json.loads(out.read_text())["benchmarks"][0]
@@ -178,8 +179,8 @@ def test_benchmark_json_carries_stages_and_length_normalized_figures(bench_pytes
 
 
 def test_report_shows_a_per_stage_table_when_the_results_have_stages():
-    from barkbench.report import stage_table
-    from barkbench.results import BenchmarkResult
+    from barkbench.results.load import BenchmarkResult
+    from barkbench.results.report import stage_table
 
     def entry(variant, stage_info):
         extra = {"variant": variant, "attention": "eager", "dtype": "fp32", "offload": "none", "batch_size": 1,

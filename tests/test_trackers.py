@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from barkbench.measure import trackers
-from barkbench.device import synchronized_perf_counter
+from barkbench.measure.device import synchronized_perf_counter
 
 MiB = 2**20
 # Slack above: the interpreter's own bookkeeping and allocator rounding around one big allocation.

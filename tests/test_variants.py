@@ -70,8 +70,8 @@ def test_items_mix_presets_and_adhoc():
         ("speed=fast", "unknown axis 'speed'"),
         ("attention=sdpa,sdpa", "is not axis=value"),
         ("dtype=fp16,dtype=bf16", "given twice"),
-        ("", "--variants is empty"),
-        (" ; ", "--variants is empty"),
+        ("", "--bark-variants is empty"),
+        (" ; ", "--bark-variants is empty"),
     ],
 )
 def test_bad_strings_fail_with_one_clear_line(value, message):
@@ -90,4 +90,4 @@ def test_cpu_default_leaves_out_only_batch8_fp16_and_says_so():
     assert full - cpu == {"bettertransformer-fp16-bs8", "sdpa-fp16-bs8", "bettertransformer-fp16-offload-bs8",
                           "sdpa-fp16-offload-bs8"}
     assert {v.id for v in default_variants("cuda")} == full
-    assert "fp16 at batch 8" in CPU_DEFAULT_NOTE and "--variants" in CPU_DEFAULT_NOTE
+    assert "fp16 at batch 8" in CPU_DEFAULT_NOTE and "--bark-variants" in CPU_DEFAULT_NOTE

@@ -108,7 +108,7 @@ def test_cpu_smoke_benchmark_and_report(cpu: dict[str, Any]) -> None:
     scripts = {name: "\n".join(run_scripts(job)) for name, job in cpu["jobs"].items()}
     smoke = next(name for name, script in scripts.items() if "pytest bench/" in script)
     script = scripts[smoke]
-    assert "pytest bench/ --benchmark-json=run.json --nb-loops 1 --semantic-max-new-tokens 16" in script
+    assert "pytest bench/ --benchmark-json=run.json --bark-rounds 1 --bark-semantic-tokens 16" in script
     assert "barkbench report run.json --output-dir report" in script
     upload = [s for s in uses(cpu["jobs"][smoke]) if s["uses"] == "actions/upload-artifact@v4"]
     assert upload and "report/" in upload[0]["with"]["path"]

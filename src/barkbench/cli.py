@@ -2,7 +2,8 @@
 
 Each subcommand is a module exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; adding
 one is one entry in ``SUBCOMMANDS``. Every error the user can fix prints ``barkbench: error: <one line>`` on
-stderr and exits with status 2 (1 is reserved for ``compare``'s "regression found").
+stderr and exits with status 2 (1 is reserved for a failed gate: ``compare``'s regression, ``budgets``' excess).
+Importing it imports neither torch nor transformers.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from barkbench import compare, export, report
-from barkbench.results import ResultsError
+from barkbench import __version__
+from barkbench.results import budgets, compare, export, report
+from barkbench.results.budgets import BudgetError
+from barkbench.results.load import ResultsError
 
 #: name -> module implementing the subcommand protocol.
 SUBCOMMANDS: dict[str, ModuleType] = {
     "report": report,
     "compare": compare,
     "export-github": export,
+    "budgets": budgets,
 }
 
 EXIT_USAGE = 2
@@ -39,6 +43,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="barkbench", description="Reports and regression gates for barkbench results "
                                                    "(pytest-benchmark JSON files).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
@@ -57,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except SystemExit as exc:  # --help and --version exit through argparse
         return exc.code if isinstance(exc.code, int) else 0
-    except (UsageError, ResultsError) as exc:
+    except (UsageError, ResultsError, BudgetError) as exc:
         return _error(str(exc))
     except OSError as exc:  # e.g. an output directory that cannot be written
         return _error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))

@@ -1,4 +1,4 @@
-"""What an optimization variant is, the blog's presets, and the parser behind ``--variants``.
+"""What an optimization variant is, the blog's presets, and the parser behind ``--bark-variants``.
 
 A variant is a frozen value with four axes. Its ``id`` is derived from the axes alone, so the same variant
 reached through a preset name or an ad hoc spec gets the same pytest id — the key pytest-benchmark compares
@@ -7,13 +7,21 @@ runs by.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
+from typing import Any, Literal, get_args
 
-ATTENTIONS = ("eager", "sdpa", "bettertransformer", "flash_attention_2")
-DTYPES = ("fp32", "fp16", "bf16")
-OFFLOADS = ("none", "cpu")
+Attention = Literal["eager", "sdpa", "bettertransformer", "flash_attention_2"]
+Dtype = Literal["fp32", "fp16", "bf16"]
+Offload = Literal["none", "cpu"]
 #: Weight quantization: dynamic int8 of the Linear layers (CPU). Not part of the id unless set.
-QUANTIZATIONS = ("none", "int8")
+Quantization = Literal["none", "int8"]
+
+ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
+DTYPES: tuple[Dtype, ...] = get_args(Dtype)
+OFFLOADS: tuple[Offload, ...] = get_args(Offload)
+QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)
 
 # Short forms accepted on the command line; the id always uses the long form.
 _ATTENTION_ALIASES = {"bt": "bettertransformer", "fa2": "flash_attention_2", "none": "eager"}
@@ -24,17 +32,17 @@ _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "
 
 
 class VariantError(ValueError):
-    """A ``--variants`` value that names no preset or has a bad axis; the message says how to fix it."""
+    """A ``--bark-variants`` value that names no preset or has a bad axis; the message says how to fix it."""
 
 
 @dataclass(frozen=True, order=True)
 class Variant:
-    attention: str = "eager"
-    dtype: str = "fp32"
-    offload: str = "none"
+    attention: Attention = "eager"
+    dtype: Dtype = "fp32"
+    offload: Offload = "none"
     batch_size: int = 1
     # Axes beyond the blog. They come last and default to off, so every earlier id stays what it was.
-    quantization: str = "none"
+    quantization: Quantization = "none"
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -65,9 +73,9 @@ class Variant:
 
     @property
     def is_baseline(self) -> bool:
-        """The row the blog's relative tables divide by: eager fp32 without offload."""
-        return (self.attention, self.dtype, self.offload, self.quantization, self.compile) == (
-            "eager", "fp32", "none", "none", False)
+        """The row the blog's relative tables divide by: eager fp32 without offload, int8 or compile (every axis
+        but the batch size at its default). The one baseline rule: ``barkbench.results.schema`` reads it."""
+        return self == Variant(batch_size=self.batch_size)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -81,81 +89,82 @@ class Variant:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Variant:
+    def from_dict(cls, data: Mapping[str, Any]) -> Variant:
+        """From ``as_dict``'s keys (e.g. a benchmark's extra_info); values are checked by the constructor."""
         return cls(
-            attention=str(data["attention"]),
-            dtype=str(data["dtype"]),
-            offload=str(data["offload"]),
-            batch_size=int(data["batch_size"]),  # type: ignore[arg-type]
+            attention=str(data["attention"]),  # type: ignore[arg-type]
+            dtype=str(data["dtype"]),  # type: ignore[arg-type]
+            offload=str(data["offload"]),  # type: ignore[arg-type]
+            batch_size=int(data["batch_size"]),
             # Absent in results written before these axes existed.
-            quantization=str(data.get("quantization", "none")),
+            quantization=str(data.get("quantization", "none")),  # type: ignore[arg-type]
             compile=bool(data.get("compile", False)),
         )
 
 
-_BT = "bettertransformer"
+_BT: Attention = "bettertransformer"
+_FA2: Attention = "flash_attention_2"
 
-#: Named presets. The first four reproduce the blog's batch-1 table, the ``bs8*`` ones its batch-8 table
-#: (BetterTransformer is on in every row there), ``fp16``/``offload`` its single-technique rows.
-PRESETS: dict[str, Variant] = {
-    "baseline": Variant(),
-    "bettertransformer": Variant(attention=_BT),
-    "offload+bettertransformer": Variant(attention=_BT, offload="cpu"),
-    "offload+bettertransformer+fp16": Variant(attention=_BT, offload="cpu", dtype="fp16"),
-    "fp16": Variant(dtype="fp16"),
-    "offload": Variant(offload="cpu"),
-    "bs8": Variant(attention=_BT, batch_size=8),
-    "bs8+fp16": Variant(attention=_BT, dtype="fp16", batch_size=8),
-    "bs8+offload": Variant(attention=_BT, offload="cpu", batch_size=8),
-    "bs8+offload+fp16": Variant(attention=_BT, offload="cpu", dtype="fp16", batch_size=8),
-    # barkbench's own fused attention: what replaces BetterTransformer on the current stack.
-    "sdpa": Variant(attention="sdpa"),
-    "bf16": Variant(dtype="bf16"),
-    "sdpa+bf16": Variant(attention="sdpa", dtype="bf16"),
-}
+#: Named presets, in one table. The first four reproduce the blog's batch-1 table, the ``bs8*`` ones its batch-8
+#: table (BetterTransformer is on in every row there), ``fp16``/``offload`` its single-technique rows; then
+#: barkbench's own SDPA (what replaces BetterTransformer on the current stack) and bf16; then the variants beyond
+#: the blog: FlashAttention-2 (CUDA), torch.compile of the sub-models, dynamic int8 Linear layers (CPU).
+PRESETS: Mapping[str, Variant] = MappingProxyType(
+    {
+        "baseline": Variant(),
+        "bettertransformer": Variant(attention=_BT),
+        "offload+bettertransformer": Variant(attention=_BT, offload="cpu"),
+        "offload+bettertransformer+fp16": Variant(attention=_BT, offload="cpu", dtype="fp16"),
+        "fp16": Variant(dtype="fp16"),
+        "offload": Variant(offload="cpu"),
+        "bs8": Variant(attention=_BT, batch_size=8),
+        "bs8+fp16": Variant(attention=_BT, dtype="fp16", batch_size=8),
+        "bs8+offload": Variant(attention=_BT, offload="cpu", batch_size=8),
+        "bs8+offload+fp16": Variant(attention=_BT, offload="cpu", dtype="fp16", batch_size=8),
+        "sdpa": Variant(attention="sdpa"),
+        "bf16": Variant(dtype="bf16"),
+        "sdpa+bf16": Variant(attention="sdpa", dtype="bf16"),
+        "flash_attention_2+fp16": Variant(attention=_FA2, dtype="fp16"),
+        "flash_attention_2+bf16": Variant(attention=_FA2, dtype="bf16"),
+        "compile": Variant(compile=True),
+        "sdpa+compile": Variant(attention="sdpa", compile=True),
+        "sdpa+bf16+compile": Variant(attention="sdpa", dtype="bf16", compile=True),
+        "int8": Variant(quantization="int8"),
+        "sdpa+int8": Variant(attention="sdpa", quantization="int8"),
+    }
+)
 
 
-def _swap_attention(variants: list[Variant], attention: str) -> list[Variant]:
-    return [replace(v, attention=attention) if v.attention == _BT else v for v in variants]
+def _presets(*names: str) -> tuple[Variant, ...]:
+    return tuple(PRESETS[name] for name in names)
 
 
-_BLOG = [PRESETS[name] for name in PRESETS if name not in {"sdpa", "bf16", "sdpa+bf16"}]
+_BLOG_BS1 = _presets("baseline", "bettertransformer", "offload+bettertransformer", "offload+bettertransformer+fp16")
+_BLOG_BS8 = _presets("bs8", "bs8+fp16", "bs8+offload", "bs8+offload+fp16")
+_BLOG = (*_BLOG_BS1, *_presets("fp16", "offload"), *_BLOG_BS8)
 
 #: Named groups of presets.
-GROUPS: dict[str, list[Variant]] = {
-    "blog-bs1": [PRESETS[n] for n in ("baseline", "bettertransformer", "offload+bettertransformer",
-                                      "offload+bettertransformer+fp16")],
-    "blog-bs8": [PRESETS[n] for n in ("bs8", "bs8+fp16", "bs8+offload", "bs8+offload+fp16")],
-    "blog": _BLOG,
-    # The blog's table with barkbench's SDPA in place of BetterTransformer: runs on any transformers.
-    "blog-sdpa": _swap_attention(_BLOG, "sdpa"),
-    "cpu": [PRESETS[n] for n in ("baseline", "sdpa", "bf16", "sdpa+bf16", "fp16")],
-}
+GROUPS: Mapping[str, tuple[Variant, ...]] = MappingProxyType(
+    {
+        "blog-bs1": _BLOG_BS1,
+        "blog-bs8": _BLOG_BS8,
+        "blog": _BLOG,
+        # The blog's table with barkbench's SDPA in place of BetterTransformer: runs on any transformers.
+        "blog-sdpa": tuple(replace(v, attention="sdpa") if v.attention == _BT else v for v in _BLOG),
+        "cpu": _presets("baseline", "sdpa", "bf16", "sdpa+bf16", "fp16"),
+        "modern": _presets("bf16", "sdpa+bf16", "flash_attention_2+bf16", "compile", "sdpa+bf16+compile", "int8",
+                           "sdpa+int8"),
+    }
+)
 
-_FA2 = "flash_attention_2"
-#: Beyond the blog: FlashAttention-2 (CUDA), torch.compile of the sub-models, dynamic int8 Linear layers (CPU).
-#: Added after ``_BLOG`` is built so the blog groups stay the blog's.
-_MODERN_PRESETS: dict[str, Variant] = {
-    "flash_attention_2+fp16": Variant(attention=_FA2, dtype="fp16"),
-    "flash_attention_2+bf16": Variant(attention=_FA2, dtype="bf16"),
-    "compile": Variant(compile=True),
-    "sdpa+compile": Variant(attention="sdpa", compile=True),
-    "sdpa+bf16+compile": Variant(attention="sdpa", dtype="bf16", compile=True),
-    "int8": Variant(quantization="int8"),
-    "sdpa+int8": Variant(attention="sdpa", quantization="int8"),
-}
-PRESETS.update(_MODERN_PRESETS)
-GROUPS["modern"] = [PRESETS[n] for n in ("bf16", "sdpa+bf16", "flash_attention_2+bf16", "compile",
-                                         "sdpa+bf16+compile", "int8", "sdpa+int8")]
-
-#: What ``pytest bench/`` runs when ``--variants`` is not given: the blog's matrix as it was, plus the same
+#: What ``pytest bench/`` runs when ``--bark-variants`` is not given: the blog's matrix as it was, plus the same
 #: matrix with barkbench's SDPA. Rows this machine cannot run are skipped with the reason.
 DEFAULT_VARIANTS = "blog,blog-sdpa"
 
 #: Why the CPU default leaves rows out: printed in the run's header, so the choice is never silent.
 CPU_DEFAULT_NOTE = (
     "on CPU the default leaves out fp16 at batch 8 (CPU fp16 runs ~5x slower than fp32, and those two rows "
-    "alone take longer than the rest of the suite); ask for them with --variants blog-bs8 or 'bs8+fp16'"
+    "alone take longer than the rest of the suite); ask for them with --bark-variants blog-bs8 or 'bs8+fp16'"
 )
 
 
@@ -167,7 +176,7 @@ def default_variants(device_type: str) -> list[Variant]:
     return variants
 
 
-def _parse_axis(key: str, value: str) -> tuple[str, object]:
+def _parse_axis(key: str, value: str) -> tuple[str, Any]:
     value = value.strip().lower()
     if key in ("attention", "attn", "attn_implementation"):
         return "attention", _ATTENTION_ALIASES.get(value, value)
@@ -191,7 +200,7 @@ def _parse_axis(key: str, value: str) -> tuple[str, object]:
 
 def parse_adhoc(spec: str) -> Variant:
     """``attention=sdpa,dtype=bf16,batch=8`` → Variant; unspecified axes keep the baseline's value."""
-    axes: dict[str, object] = {}
+    axes: dict[str, Any] = {}
     for part in spec.split(","):
         part = part.strip()
         if not part:
@@ -207,16 +216,16 @@ def parse_adhoc(spec: str) -> Variant:
         axes[name] = parsed
     if not axes:
         raise VariantError(f"empty ad hoc variant {spec!r}; write e.g. attention=sdpa,dtype=bf16")
-    return Variant(**axes)  # type: ignore[arg-type]
+    return Variant(**axes)
 
 
 def parse_variants(value: str) -> list[Variant]:
-    """Parse one ``--variants`` value: ``;``-separated items, each a comma list of preset/group names or an
+    """Parse one ``--bark-variants`` value: ``;``-separated items, each a comma list of preset/group names or an
     ad hoc ``axis=value,...`` spec. Duplicates (by id) are dropped, first occurrence wins."""
     found: list[Variant] = []
     items = [item.strip() for item in value.split(";")]
     if not any(items):
-        raise VariantError("--variants is empty; give a preset such as 'baseline' or 'blog'")
+        raise VariantError("--bark-variants is empty; give a preset such as 'baseline' or 'blog'")
     for item in items:
         if not item:
             continue

@@ -1,1 +1,3 @@
-"""Measurement: loading a variant, running Bark under trackers, in a worker process. Imports torch lazily."""
+"""Measuring one variant: ``runner`` (the measured call), ``worker`` (the process transport), ``trackers`` and
+``stages`` (latency and memory), ``workload``, ``device``, ``sources`` (where the model comes from), ``summary`` (the
+figures from the rounds) and ``optimize`` (one module per axis). Importing this package does not import torch."""

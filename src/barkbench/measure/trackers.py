@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from barkbench.device import synchronize
+from barkbench.measure.device import synchronize
 
 _STATUS = Path("/proc/self/status")
 #: How far the kernel's RSS figures may trail the truth: Linux folds per-CPU RSS counters into the total in

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from barkbench.results import BYTES_PER_MB, BenchmarkResult, ResultsError, Run, load_run
+from barkbench.results import schema
+from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_run
 
 HELP = "write github-action-benchmark custom JSON (peak memory, throughput) from a run"
 DEFAULT_PREFIX = "github-benchmark"
@@ -23,20 +23,27 @@ DEFAULT_PREFIX = "github-benchmark"
 
 @dataclass(frozen=True)
 class Series:
-    """One github-action-benchmark input file: which tool reads it and how a result becomes a value."""
+    """One github-action-benchmark input file: the schema's metric, in its unit, rounded to ``digits``."""
 
     suffix: str
-    tool: str
-    unit: str
-    value: Callable[[BenchmarkResult], float | None]
+    metric: schema.Metric
+    digits: int
+
+    @property
+    def tool(self) -> str:
+        # The action's tool follows the metric's direction.
+        return "customSmallerIsBetter" if self.metric.direction == "lower" else "customBiggerIsBetter"
+
+    @property
+    def unit(self) -> str:
+        return self.metric.unit
+
+    def value(self, result: BenchmarkResult) -> float | None:
+        value = self.metric.in_unit(getattr(result.figures, self.metric.key))
+        return None if value is None else round(value, self.digits)
 
 
-SERIES = (
-    Series("memory", "customSmallerIsBetter", "MB",
-           lambda r: None if r.peak_memory_bytes is None else round(r.peak_memory_bytes / BYTES_PER_MB, 3)),
-    Series("throughput", "customBiggerIsBetter", "samples/s",
-           lambda r: None if r.throughput_samples_per_s is None else round(r.throughput_samples_per_s, 6)),
-)
+SERIES = (Series("memory", schema.PEAK_MEMORY, 3), Series("throughput", schema.THROUGHPUT, 6))
 
 
 def entry_name(result: BenchmarkResult) -> str:

@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from barkbench import markdown as md
-from barkbench import plots
-from barkbench.results import BYTES_PER_MB, BenchmarkResult, ResultsError, Run, load_runs
+from barkbench.results import markdown as md
+from barkbench.results import plots
+from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_runs
+from barkbench.results.schema import BYTES_PER_MB
 
 HELP = "write Markdown tables and PNG plots from pytest-benchmark JSON files"
 DEFAULT_OUTPUT_DIR = Path("barkbench-report")
@@ -114,17 +115,22 @@ def stage_table(results: Sequence[BenchmarkResult]) -> str | None:
     for r in rows:
         by_name = {name: (seconds, peak, tokens) for name, seconds, peak, tokens in r.stages}
 
-        def rate(name: str, by_name=by_name) -> float | None:
+        def rate(
+            name: str, by_name: dict[str, tuple[float | None, int | None, float | None]] = by_name
+        ) -> float | None:
             seconds, _, tokens = by_name.get(name, (None, None, None))
             return tokens / seconds if seconds and tokens is not None else None
 
-        peaks = " / ".join(md.thousands(None if by_name.get(n, (0, None))[1] is None
-                                        else by_name[n][1] / BYTES_PER_MB) for n in names)
+        peaks = " / ".join(md.thousands(_mb(by_name.get(n, (None, None, None))[1])) for n in names)
         rtf = r.latency_mean / r.audio_seconds if r.latency_mean and r.audio_seconds else None
         cells.append([f"`{r.variant}`", *(md.significant(by_name.get(n, (None,))[0]) for n in names),
                       md.significant(rate("semantic")), md.significant(rate("coarse")), peaks,
                       md.significant(rtf)])
     return "\n".join([_STAGE_CAPTION, "", md.table(headers, cells)])
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else value / BYTES_PER_MB
 
 
 @dataclass(frozen=True)

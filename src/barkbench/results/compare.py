@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from barkbench import markdown as md
-from barkbench.results import BenchmarkResult, ResultsError, Run, load_run
+from barkbench.results import markdown as md
+from barkbench.results import schema
+from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_run
 
 HELP = "gate NEW against BASE on peak memory, throughput, latency or audio rate (exit 1 on a regression)"
 
@@ -36,24 +37,42 @@ class MissingBenchmarkError(ResultsError):
 
 @dataclass(frozen=True)
 class Metric:
+    """A gateable metric: its ``--fail-on`` name and the schema's descriptor (key, unit, direction, rendering)."""
+
     name: str
-    label: str
-    higher_is_worse: bool
-    value: Callable[[BenchmarkResult], float | None]
-    render: Callable[[float | None], str]
+    descriptor: schema.Metric
+
+    @property
+    def label(self) -> str:
+        return self.descriptor.label
+
+    @property
+    def higher_is_worse(self) -> bool:
+        return self.descriptor.higher_is_worse
+
+    def value(self, result: BenchmarkResult) -> float | None:
+        return metric_value(result, self.descriptor)
+
+    def render(self, value: float | None) -> str:
+        return self.descriptor.render(value)
 
 
+def metric_value(result: BenchmarkResult, metric: schema.Metric) -> float | None:
+    """``metric`` of ``result``: pytest-benchmark's mean for latency, else the recorded figure."""
+    if metric is schema.LATENCY:
+        return result.latency_mean
+    value: float | None = getattr(result.figures, metric.key)
+    return value
+
+
+#: ``--fail-on`` names; "memory" is the peak.
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("memory", "peak memory", True, lambda r: r.peak_memory_bytes,
-               lambda v: md.MISSING if v is None else f"{md.thousands(v / 1e6)} MB"),
-        Metric("throughput", "throughput", False, lambda r: r.throughput_samples_per_s,
-               lambda v: md.MISSING if v is None else f"{md.significant(v)} samples/s"),
-        Metric("latency", "latency mean", True, lambda r: r.latency_mean,
-               lambda v: md.MISSING if v is None else f"{md.significant(v)} s"),
-        Metric("audio_rate", "audio s / wall s", False, lambda r: r.audio_seconds_per_wall_second,
-               lambda v: md.significant(v)),
+        Metric("memory", schema.PEAK_MEMORY),
+        Metric("throughput", schema.THROUGHPUT),
+        Metric("latency", schema.LATENCY),
+        Metric("audio_rate", schema.AUDIO_RATE),
     )
 }
 

@@ -1,38 +1,22 @@
-"""Run one variant at a time in a fresh process, so its figures cannot depend on what ran before it.
+"""The measured call: ``VariantRunner`` loads the model as a variant asks and runs the workload's call under the
+trackers, returning one ``RoundResult`` per round.
 
-Changing dtype in place leaves resident memory behind, a freed CUDA model leaves allocator state behind, and
-the first model loaded warms caches for the next: a variant measured after another is not the variant
-measured alone. ``WorkerProcess`` hosts a ``VariantRunner`` in a spawned interpreter (nothing inherited but
-the arguments) and drives it over a pipe; ``VariantRunner`` is also usable in-process (``--bark-isolation
-off``) for debugging and for tests that need the model object.
-
-Protocol (parent → worker → parent), one request at a time:
-``("prepare",)`` → ``("ok", None)``; ``("generate",)`` → ``("ok", RoundResult)``; ``("save_wav", path)`` →
-``("ok", path)``; ``("stop",)`` → exit. Loading replies ``("ok", RunnerInfo)`` first. Any failure replies
-``("unsupported" | "oom" | "error", one-line message)``.
+It runs in a fresh worker process per variant (``barkbench.measure.worker``: a variant measured after another is
+not the variant measured alone) or in this process (``--bark-isolation off``) for debugging and for tests that need
+the model object. Both implement ``Runner``, which is all the pytest glue sees.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import multiprocessing
 import os
-import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from barkbench.optimize import VariantUnsupported
-from barkbench.stages import StageTracker, fixed_length_kwargs
+from barkbench.measure.stages import StageTracker, fixed_length_kwargs
+from barkbench.measure.workload import Workload
 from barkbench.variants import Variant
-from barkbench.workload import Workload
-
-#: How long a worker may take to start and load its model before the parent gives up.
-LOAD_TIMEOUT_S = 1800.0
-
-
-class VariantFailed(RuntimeError):
-    """The variant ran and failed (out of memory, a crash); the message is one line with the reason."""
 
 
 @dataclass(frozen=True)
@@ -83,13 +67,27 @@ class RoundResult:
     stages: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
 
+class Runner(Protocol):
+    """What the pytest glue drives, in this process (``VariantRunner``) or in a worker (``WorkerProcess``)."""
+
+    @property
+    def info(self) -> RunnerInfo: ...
+
+    def prepare(self) -> None: ...
+
+    def generate(self) -> RoundResult: ...
+
+    def save_wav(self, path: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
 class VariantRunner:
     """Loads the model as the variant asks and runs the workload's call under the trackers."""
 
     def __init__(self, spec: RunSpec) -> None:
-        from barkbench import device as device_mod
-        from barkbench import optimize, sources, workload
-        from barkbench.measure import trackers
+        from barkbench.measure import device as device_mod
+        from barkbench.measure import optimize, sources, trackers, workload
 
         self.spec = spec
         self._trackers = trackers
@@ -100,7 +98,7 @@ class VariantRunner:
 
         if spec.variant.attention == "bettertransformer":
             # Same for optimum (~25 MB resident on CPU); where it is missing, prepare_model says why below.
-            from barkbench.attention import AttentionUnavailable, optimum_bettertransformer
+            from barkbench.measure.optimize.attention import AttentionUnavailable, optimum_bettertransformer
 
             with contextlib.suppress(AttentionUnavailable):
                 optimum_bettertransformer()
@@ -110,7 +108,7 @@ class VariantRunner:
         self.model = prepared.model
         self.processor = sources.load_processor(source)
         self.inputs, warnings = workload.prepare_inputs(self.processor, spec.workload, prepared.device)
-        self._audio = None
+        self._audio: tuple[Any, Any] | None = None
         self.info = RunnerInfo(
             attention_impl=prepared.attention_impl,
             attention_modules=prepared.attention_modules,
@@ -141,7 +139,7 @@ class VariantRunner:
     def generate(self) -> RoundResult:
         import torch
 
-        from barkbench.workload import audio_seconds
+        from barkbench.measure.workload import audio_seconds
 
         _raise_injected_failure(self.spec.variant.id)
         kwargs = {**self.inputs, **self.spec.workload.call_kwargs(), "return_output_lengths": True}
@@ -210,111 +208,3 @@ def _raise_injected_failure(variant_id: str) -> None:
             raise RuntimeError(message)
         raise ValueError(f"{FAIL_VARIANT_ENV}: unknown failure kind {kind!r} in {item!r}; use <variant id>:oom "
                          "or <variant id>:error")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
-def _classify(exc: BaseException) -> tuple[str, str]:
-    import torch
-
-    if isinstance(exc, VariantUnsupported):
-        return "unsupported", str(exc)
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "oom", f"out of memory: {_one_line(exc)}"
-    return "error", _one_line(exc)
-
-
-def _worker_main(conn: Any, spec: RunSpec) -> None:
-    os.environ.update(spec.env)
-    try:
-        runner = VariantRunner(spec)
-        conn.send(("ok", runner.info))
-    except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as a message
-        traceback.print_exc()
-        conn.send(_classify(exc))
-        return
-    while True:
-        try:
-            request = conn.recv()
-        except EOFError:
-            return
-        op, args = request[0], request[1:]
-        if op == "stop":
-            return
-        try:
-            conn.send(("ok", getattr(runner, op)(*args)))
-        except BaseException as exc:  # noqa: BLE001
-            traceback.print_exc()
-            conn.send(_classify(exc))
-
-
-class WorkerProcess:
-    """A ``VariantRunner`` in its own spawned process, with the same methods."""
-
-    def __init__(self, spec: RunSpec, load_timeout_s: float = LOAD_TIMEOUT_S) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_worker_main, args=(child, spec), daemon=True, name="barkbench-worker")
-        self._process.start()
-        child.close()
-        self.info: RunnerInfo = self._reply(timeout=load_timeout_s)
-
-    def _reply(self, timeout: float | None = None) -> Any:
-        if timeout is not None and not self._conn.poll(timeout):
-            self.close()
-            raise VariantFailed(f"worker did not answer within {timeout:.0f} s")
-        try:
-            status, payload = self._conn.recv()
-        except (EOFError, ConnectionError):
-            self._process.join(5)
-            code = self._process.exitcode
-            why = "killed (out of memory?)" if code is not None and code < 0 else f"exit code {code}"
-            raise VariantFailed(f"worker process died ({why}); its stderr above has the details") from None
-        if status == "ok":
-            return payload
-        self.close()
-        if status == "unsupported":
-            raise VariantUnsupported(payload)
-        raise VariantFailed(payload)
-
-    def _call(self, op: str, *args: Any) -> Any:
-        self._conn.send((op, *args))
-        return self._reply()
-
-    def prepare(self) -> None:
-        self._call("prepare")
-
-    def generate(self) -> RoundResult:
-        return self._call("generate")
-
-    def save_wav(self, path: str) -> str:
-        return self._call("save_wav", path)
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid
-
-    def close(self) -> None:
-        if self._process.is_alive():
-            with contextlib.suppress(OSError, ValueError):
-                self._conn.send(("stop",))
-            self._process.join(30)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join(5)
-        self._conn.close()
-
-    def __enter__(self) -> WorkerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def start_runner(spec: RunSpec, isolated: bool = True) -> VariantRunner | WorkerProcess:
-    """A fresh worker process per variant (default), or the runner in this process."""
-    return WorkerProcess(spec) if isolated else VariantRunner(spec)

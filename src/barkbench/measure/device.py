@@ -39,7 +39,7 @@ def synchronize() -> None:
 
 
 def synchronized_perf_counter() -> float:
-    """pytest-benchmark timer (``--benchmark-timer barkbench.device.synchronized_perf_counter``): syncs the
+    """pytest-benchmark timer (``--benchmark-timer barkbench.measure.device.synchronized_perf_counter``): syncs the
     device before reading the clock, so asynchronous kernels are inside the time they belong to."""
     synchronize()
     return time.perf_counter()

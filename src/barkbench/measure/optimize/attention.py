@@ -1,4 +1,4 @@
-"""Fused attention for Bark: barkbench's own SDPA swap and optimum's BetterTransformer.
+"""The attention axis: eager, barkbench's own SDPA swap, optimum's BetterTransformer, FlashAttention-2.
 
 transformers never shipped SDPA for Bark and removed ``to_bettertransformer()`` in v5; optimum 2 removed
 BetterTransformer. What BetterTransformer does to Bark is small: each ``BarkSelfAttention`` keeps its weights and
@@ -9,10 +9,12 @@ that, on any transformers version, so the current stack can still measure the bl
 from __future__ import annotations
 
 import types
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+from barkbench.variants import Variant
+
+if TYPE_CHECKING:
+    import torch
 
 #: Attribute set on each swapped module; the tests and reports read it.
 MARK = "_barkbench_attention"
@@ -32,13 +34,15 @@ class AttentionUnavailable(RuntimeError):
 
 
 def _sdpa_attn(
-    self: torch.nn.Module,
+    self: Any,  # a BarkSelfAttention: its is_causal and dropout are plain attributes
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     head_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, None]:
+    import torch.nn.functional as F
+
     if head_mask is not None:
         raise ValueError("barkbench's SDPA attention does not support head_mask; use attention=eager")
     # With a KV cache the query is the last token alone: SDPA's is_causal would mask everything but the first
@@ -71,7 +75,8 @@ def apply_sdpa(model: torch.nn.Module) -> int:
     if not modules:
         raise AttentionUnavailable("no BarkSelfAttention module found to swap; is this a Bark model?")
     for _, module in modules:
-        module._attn = types.MethodType(_sdpa_attn, module)
+        # Instance attribute: shadows the class's _attn for this module only.
+        setattr(module, "_attn", types.MethodType(_sdpa_attn, module))  # noqa: B010
         setattr(module, MARK, "sdpa")
     return len(modules)
 
@@ -109,7 +114,7 @@ def optimum_bettertransformer() -> Any:
     return BetterTransformer
 
 
-def apply_bettertransformer(model: torch.nn.Module, via: str = "transform") -> tuple[torch.nn.Module, str]:
+def apply_bettertransformer(model: Any, via: str = "transform") -> tuple[Any, str]:
     """optimum's BetterTransformer, through ``BetterTransformer.transform`` or the blog's
     ``model.to_bettertransformer()``; returns the transformed model and which path ran."""
     better_transformer = optimum_bettertransformer()
@@ -144,3 +149,38 @@ def attention_summary(model: torch.nn.Module) -> dict[str, int]:
         kind = getattr(module, MARK, None) or type(module).__name__
         counts[kind] = counts.get(kind, 0) + 1
     return counts
+
+
+# -- the axis: why it cannot run here, and applying it --------------------------------------------------------
+
+
+def unsupported_reason(variant: Variant, device_type: str) -> str | None:
+    """Why ``variant``'s attention cannot run on ``device_type`` here, or None. Loads no model."""
+    if variant.attention == "flash_attention_2":
+        reason = flash_attention_2_unavailable_reason(device_type)
+        if reason:
+            return reason
+        if variant.dtype == "fp32":
+            return "flash_attention_2 runs in fp16 or bf16 only; use dtype=fp16 or dtype=bf16"
+    if variant.attention == "bettertransformer":
+        try:
+            optimum_bettertransformer()
+        except AttentionUnavailable as exc:
+            return str(exc)
+    return None
+
+
+def load_kwargs(variant: Variant) -> dict[str, Any]:
+    """``from_pretrained`` kwargs: FlashAttention-2 is chosen by transformers at load time."""
+    return {"attn_implementation": "flash_attention_2"} if variant.attention == "flash_attention_2" else {}
+
+
+def apply(model: Any, variant: Variant, bt_via: str = "transform") -> tuple[Any, str]:
+    """Swap the loaded model's attention as ``variant`` asks; returns the model and the implementation that runs
+    (``attention_impl`` in the results)."""
+    if variant.attention == "sdpa":
+        apply_sdpa(model)
+        return model, "barkbench-sdpa"
+    if variant.attention == "bettertransformer":
+        return apply_bettertransformer(model, via=bt_via)
+    return model, variant.attention

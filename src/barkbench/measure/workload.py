@@ -40,7 +40,7 @@ class Workload:
             raise WorkloadError(f"batch size must be >= 1, got {self.batch_size}")
         if self.semantic_max_new_tokens < 1:
             raise WorkloadError(
-                f"--semantic-max-new-tokens must be >= 1, got {self.semantic_max_new_tokens}; the blog used 256"
+                f"--bark-semantic-tokens must be >= 1, got {self.semantic_max_new_tokens}; the blog used 256"
             )
         if not self.prompts or any(not p.strip() for p in self.prompts):
             raise WorkloadError("empty prompt: Bark needs text to speak; give a non-empty prompt")

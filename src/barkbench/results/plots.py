@@ -12,7 +12,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from barkbench.results import BenchmarkResult
+from barkbench.results.load import BenchmarkResult
 
 _SIZE_INCHES = (7.0, 4.8)
 _DPI = 120
@@ -34,9 +34,13 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def latency_vs_memory(results: Sequence[BenchmarkResult], title: str, path: Path) -> Path:
     """One labelled point per variant; the Pareto front (low latency and low memory) marked and joined."""
-    usable = [r for r in results if r.latency_mean is not None and r.peak_memory_mb is not None]
-    points = [(r.latency_mean, r.peak_memory_mb) for r in usable]
-    front = set(pareto_front(points))  # type: ignore[arg-type]
+    usable: list[BenchmarkResult] = []
+    points: list[tuple[float, float]] = []
+    for r in results:
+        if r.latency_mean is not None and r.peak_memory_mb is not None:
+            usable.append(r)
+            points.append((r.latency_mean, r.peak_memory_mb))
+    front = set(pareto_front(points))
     fig = Figure(figsize=_SIZE_INCHES, dpi=_DPI)
     ax = fig.add_subplot()
     for i, (result, (x, y)) in enumerate(zip(usable, points, strict=True)):
@@ -44,7 +48,7 @@ def latency_vs_memory(results: Sequence[BenchmarkResult], title: str, path: Path
         ax.scatter([x], [y], s=60 if on_front else 36, marker="o" if on_front else "x",
                    color="tab:red" if on_front else "tab:blue", zorder=3)
         ax.annotate(result.variant, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
-    ordered = [points[i] for i in pareto_front(points)]  # type: ignore[arg-type]
+    ordered = [points[i] for i in pareto_front(points)]
     if ordered:
         # Drawn as a staircase: between two front points, nothing better than the worse of them is reachable.
         ax.step([p[0] for p in ordered], [p[1] for p in ordered], where="post", color="tab:red",

@@ -12,6 +12,7 @@ one-line message giving the measured and allowed figures in MB and as a ratio. N
 
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import sys
 from collections.abc import Iterable, Mapping
@@ -24,16 +25,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from barkbench.results.load import load_run
+from barkbench.results.schema import BYTES_PER_MB, MODEL_MEMORY, PEAK_MEMORY, WEIGHTS, Figures, baseline_of
 from barkbench.variants import Variant, VariantError
 
-#: SI megabytes, like the report tables (``barkbench.results.BYTES_PER_MB``).
-BYTES_PER_MB = 1_000_000
-#: Budget metric → the extra_info key holding its figure in bytes.
-METRICS = {
-    "peak_memory": "peak_memory_bytes",
-    "model_memory": "model_memory_bytes",
-    "weights": "weights_bytes",
-}
+#: Budget metric name → the extra_info key holding its figure in bytes (the schema's descriptors).
+METRICS = {metric.name: metric.key for metric in (PEAK_MEMORY, MODEL_MEMORY, WEIGHTS)}
 #: Metrics a batch size does not change (measured before any input exists).
 BATCH_FREE_METRICS = ("weights", "model_memory")
 #: What ``--bark-budgets`` takes to mean the packaged file.
@@ -160,16 +157,13 @@ class Measurement:
         if extra.get("status", "ok") != "ok":
             return None
         try:
-            variant = Variant.from_dict(extra)  # type: ignore[arg-type]
+            variant = Variant.from_dict(extra)
         except (KeyError, TypeError, ValueError, VariantError):
             return None
         # "device" is the torch device the worker used ("cuda:0"); budgets are keyed by its kind.
         device = str(extra.get("device") or "unknown").split(":")[0]
-        figures = {
-            metric: int(extra[key])
-            for metric, key in METRICS.items()
-            if isinstance(extra.get(key), (int, float)) and not isinstance(extra.get(key), bool)
-        }
+        read = Figures.from_extra_info(extra)
+        figures = {metric: int(value) for metric, key in METRICS.items() if (value := getattr(read, key)) is not None}
         return cls(str(extra.get("model_source") or "unknown"), device, variant, figures)
 
 
@@ -211,7 +205,7 @@ class Verdict:
             add = "baseline" if batch == 1 else f"batch={batch}"
             return (
                 f"budget not checked: {where} {rule} needs the baseline {_baseline_id(m.variant)} measured in the "
-                f"same run; add it (--variants '{add}') {source}"
+                f"same run; add it (--bark-variants '{add}') {source}"
             )
         assert self.measured_bytes is not None and self.allowed_bytes is not None
         word = "ok" if self.ok else "BUDGET EXCEEDED"
@@ -230,7 +224,7 @@ def _mb(value: int) -> str:
 
 
 def _baseline_id(variant: Variant) -> str:
-    return Variant(batch_size=variant.batch_size).id
+    return baseline_of(variant).id
 
 
 def check(measurements: Iterable[Measurement], budgets: Budgets) -> list[Verdict]:
@@ -241,7 +235,7 @@ def check(measurements: Iterable[Measurement], budgets: Budgets) -> list[Verdict
     }
     # Weights and the loaded model do not depend on the batch size: any baseline of the run will do for them
     # (the smallest batch first), so e.g. the blog's batch-8 rows are checked against its batch-1 baseline.
-    any_batch = {}
+    any_batch: dict[tuple[str, str], Measurement] = {}
     for m in sorted((m for m in measured if m.variant.is_baseline), key=lambda m: m.variant.batch_size):
         any_batch.setdefault((m.source, m.device), m)
     verdicts: list[Verdict] = []
@@ -259,7 +253,7 @@ def check(measurements: Iterable[Measurement], budgets: Budgets) -> list[Verdict
             if baseline is None and limit.metric in BATCH_FREE_METRICS:
                 baseline = any_batch.get((m.source, m.device))
             base_value = baseline.figures.get(limit.metric) if baseline else None
-            if not base_value:
+            if baseline is None or not base_value:
                 verdicts.append(Verdict(limit, m, "no-baseline", value))
                 continue
             allowed = int(limit.value * base_value)
@@ -277,3 +271,37 @@ def check_extra_infos(extra_infos: Iterable[Mapping[str, Any]], budgets: Budgets
 def failures(verdicts: Iterable[Verdict]) -> list[Verdict]:
     """Verdicts that must fail an enforcing run: exceeded, or not checkable for want of the baseline/figure."""
     return [v for v in verdicts if not v.ok]
+
+
+# -- command line: ``barkbench budgets RUN.json [--budgets FILE]`` -----------------------------------------------
+
+HELP = "hold the variants of a saved run to memory budgets (exit 1 when one is exceeded or cannot be checked)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_file", type=Path, metavar="RUN.json", help="a pytest-benchmark JSON file")
+    parser.add_argument(
+        "--budgets",
+        default=DEFAULT_NAME,
+        metavar="FILE|default",
+        help="the budgets TOML file (default: barkbench's packaged budgets.toml)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    budgets = load_budgets(args.budgets)
+    data = load_run(args.run_file)
+    for note in data.notes():
+        print(f"barkbench: note: {note}", file=sys.stderr)
+    verdicts = check_extra_infos([r.extra_info for r in data.benchmarks], budgets)
+    if not verdicts:
+        print("no measured variant matched a budget; nothing was checked")
+        return 0
+    for verdict in verdicts:
+        print(verdict.message)
+    failed = failures(verdicts)
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(verdicts)} budget check(s) failed.")
+        return 1
+    print(f"OK: {len(verdicts)} budget check(s) passed.")
+    return 0

@@ -5,28 +5,21 @@ Both kinds of file pytest-benchmark writes share one schema: the autosaved
 throughput, audio rate, the variant's axes) live in each benchmark's ``extra_info``, which pytest-benchmark
 itself never shows or compares; this module is what the ``barkbench`` commands read them through.
 
-Nothing here imports torch or the plugin, so reading results stays fast and works on a machine that only
-holds the JSON.
+The figures are read through ``barkbench.results.schema`` (their single definition). Nothing here imports torch
+or the plugin, so reading results stays fast and works on a machine that only holds the JSON.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from barkbench import markdown as md
-
-#: SI megabytes, so the tables can be checked by hand (and match github-action-benchmark's "MB" unit).
-BYTES_PER_MB = 1_000_000
-#: The row the blog's relative tables divide by (same rule as ``barkbench.variants.Variant.is_baseline``).
-BASELINE_AXES = ("eager", "fp32", "none")
-#: extra_info keys that mark a benchmark as one of ours; other benchmarks in the file are skipped with a note.
-REQUIRED_FIELDS = ("variant", "attention", "dtype", "offload", "batch_size")
+from barkbench.results import markdown as md
+from barkbench.results.schema import BYTES_PER_MB, IDENTITY_KEYS, Figures, _float, _str, is_baseline
 
 _FIX = ("pass a file written by `pytest bench/ --benchmark-json=FILE` or autosaved as "
         ".benchmarks/*/NNNN_*.json")
@@ -83,16 +76,12 @@ class BenchmarkResult:
     error: str | None = None
     attention_impl: str | None = None
     latency: LatencyStats | None = None
-    peak_memory_bytes: int | None = None
-    peak_memory_bytes_mean: int | None = None
-    memory_method: str | None = None
-    model_memory_bytes: int | None = None
-    throughput_samples_per_s: float | None = None
-    audio_seconds: float | None = None
-    audio_seconds_per_wall_second: float | None = None
     semantic_max_new_tokens: int | None = None
-    #: extra_info["stages"] as (stage, seconds, peak_memory_bytes, tokens) rows; a tuple keeps the result hashable.
-    stages: tuple[tuple[str, float | None, int | None, float | None], ...] = ()
+    figures: Figures = Figures()
+    #: The benchmark's extra_info as recorded (what ``barkbench budgets`` checks).
+    extra_info: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    #: Whether this is the baseline row (``schema.is_baseline``), decided from its extra_info when loaded.
+    is_reference_baseline: bool = False
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], machine: str) -> BenchmarkResult:
@@ -118,15 +107,10 @@ class BenchmarkResult:
             error=_str(extra.get("error")),
             attention_impl=_str(extra.get("attention_impl")),
             latency=LatencyStats.from_stats(stats),
-            peak_memory_bytes=_int(extra.get("peak_memory_bytes")),
-            peak_memory_bytes_mean=_int(extra.get("peak_memory_bytes_mean")),
-            memory_method=_str(extra.get("memory_method")),
-            model_memory_bytes=_int(extra.get("model_memory_bytes")),
-            throughput_samples_per_s=_float(extra.get("throughput_samples_per_s")),
-            audio_seconds=_float(extra.get("audio_seconds")),
-            audio_seconds_per_wall_second=_float(extra.get("audio_seconds_per_wall_second")),
             semantic_max_new_tokens=_int(extra.get("semantic_max_new_tokens")),
-            stages=_stages(extra.get("stages")),
+            figures=Figures.from_extra_info(extra),
+            is_reference_baseline=is_baseline(extra),
+            extra_info=dict(extra),
         )
 
     # -- derived values -------------------------------------------------------------------------------------
@@ -150,9 +134,37 @@ class BenchmarkResult:
         return "-".join(a for a in (self.attention, self.dtype, self.offload) if a != "none")
 
     @property
-    def is_reference_baseline(self) -> bool:
-        # int8/compile variants keep eager/fp32/no-offload axes; only the plain eager-fp32-bsN id is the baseline.
-        return self.axes == BASELINE_AXES and _BATCH_IN_ID.sub("", self.variant) == "eager-fp32"
+    def peak_memory_bytes(self) -> int | None:
+        return self.figures.peak_memory_bytes
+
+    @property
+    def peak_memory_bytes_mean(self) -> int | None:
+        return self.figures.peak_memory_bytes_mean
+
+    @property
+    def memory_method(self) -> str | None:
+        return self.figures.memory_method
+
+    @property
+    def model_memory_bytes(self) -> int | None:
+        return self.figures.model_memory_bytes
+
+    @property
+    def throughput_samples_per_s(self) -> float | None:
+        return self.figures.throughput_samples_per_s
+
+    @property
+    def audio_seconds(self) -> float | None:
+        return self.figures.audio_seconds
+
+    @property
+    def audio_seconds_per_wall_second(self) -> float | None:
+        return self.figures.audio_seconds_per_wall_second
+
+    @property
+    def stages(self) -> tuple[tuple[str, float | None, int | None, float | None], ...]:
+        """extra_info["stages"] as (stage, seconds, peak_memory_bytes, tokens) rows."""
+        return self.figures.stage_rows()
 
     @property
     def latency_mean(self) -> float | None:
@@ -293,7 +305,7 @@ def parse_run(data: Any, path: Path) -> Run:
         if not isinstance(raw, Mapping) or not isinstance(raw.get("fullname"), str):
             raise ResultsError(f"{path}: benchmarks[{index}] has no 'fullname'; {_FIX}")
         extra = raw.get("extra_info")
-        if not isinstance(extra, Mapping) or any(extra.get(key) is None for key in REQUIRED_FIELDS):
+        if not isinstance(extra, Mapping) or any(extra.get(key) is None for key in IDENTITY_KEYS):
             ignored.append(raw["fullname"])
             continue
         try:
@@ -314,29 +326,10 @@ def parse_run(data: Any, path: Path) -> Run:
     )
 
 
-def _stages(value: Any) -> tuple[tuple[str, float | None, int | None, float | None], ...]:
-    if not isinstance(value, Mapping):
-        return ()
-    return tuple((str(name), _float(s.get("seconds")), _int(s.get("peak_memory_bytes")), _float(s.get("tokens")))
-                 for name, s in value.items() if isinstance(s, Mapping))
-
-
-def _float(value: Any) -> float | None:
-    # bool is an int subclass; a True here is a schema slip, not the number 1.
-    if value is None or isinstance(value, bool):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
 def _int(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     return int(value)
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _one_line(exc: BaseException) -> str:

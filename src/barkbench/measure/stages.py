@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from barkbench.measure import trackers
-from barkbench.device import synchronize
+from barkbench.measure.device import synchronize
 
 #: The stages in the order ``BarkModel.generate`` runs them; also the keys of ``extra_info["stages"]``.
 STAGES = ("semantic", "coarse", "fine", "codec")

@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +60,20 @@ class ModelSource:
     spec: str
     kind: str  # "random" | "folder" | "hub"
     arch: str | None = None
+    #: The value as the user gave it (a folder's spec is the expanded path): what the results record.
+    given: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
-        return self.spec
+        return self.spec if self.given is None else self.given
 
 
 def parse_model_source(spec: str) -> ModelSource:
-    spec = spec.strip()
+    given, spec = spec, spec.strip()
     if not spec:
         raise SourceError("--bark-model is empty; use 'tiny', 'random:bark-small', a hub id or a folder")
     if spec == "tiny":
-        return ModelSource(spec, "random", "tiny")
+        return ModelSource(spec, "random", "tiny", given)
     if spec.startswith("random:"):
         arch = spec.split(":", 1)[1]
         if arch not in ARCHITECTURES:
@@ -78,12 +81,12 @@ def parse_model_source(spec: str) -> ModelSource:
                 f"unknown architecture {arch!r} in {spec!r}; use one of "
                 + ", ".join(f"random:{a}" for a in ARCHITECTURES if a != "tiny")
             )
-        return ModelSource(spec, "random", arch)
+        return ModelSource(spec, "random", arch, given)
     path = Path(spec).expanduser()
     # A hub id is "name" or "owner/name"; anything that exists on disk or reads as a path is a folder.
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        return ModelSource(str(path), "folder")
-    return ModelSource(spec, "hub")
+        return ModelSource(str(path), "folder", given=given)
+    return ModelSource(spec, "hub", given=given)
 
 
 def cache_dir() -> Path:
@@ -131,7 +134,7 @@ def random_model_dir(arch: str, root: Path | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def _build_lock(target: Path):
+def _build_lock(target: Path) -> Iterator[None]:
     """Serialize builders of one folder (several workers may start at once)."""
     import fcntl
 
@@ -183,7 +186,7 @@ def _build_random_model(arch: str, target: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fill_codebooks(model) -> None:
+def _fill_codebooks(model: Any) -> None:
     """Give the random EnCodec's codebooks content (call under a fixed seed).
 
     EncodecEuclideanCodebook initializes its ``embed`` buffer to zeros, so a freshly built codec decodes every
@@ -197,7 +200,7 @@ def _fill_codebooks(model) -> None:
                 buffer.copy_(torch.randn(buffer.shape, dtype=buffer.dtype))
 
 
-def build_processor(workdir: Path):
+def build_processor(workdir: Path) -> Any:
     """A real BarkProcessor over a BertTokenizer with a small generated WordPiece vocabulary."""
     from transformers import BarkProcessor, BertTokenizer
 
@@ -229,7 +232,7 @@ def resolve(source: ModelSource) -> str:
     return source.spec
 
 
-def load_processor(source: ModelSource):
+def load_processor(source: ModelSource) -> Any:
     from transformers import BarkProcessor
 
     location = resolve(source)
@@ -239,7 +242,7 @@ def load_processor(source: ModelSource):
         raise _explain_load_error(source, exc) from exc
 
 
-def load_model(source: ModelSource, **kwargs: Any):
+def load_model(source: ModelSource, **kwargs: Any) -> Any:
     """``BarkModel.from_pretrained`` on the source; ``kwargs`` go to from_pretrained (dtype, attention)."""
     from safetensors import SafetensorError
     from transformers import BarkModel
@@ -267,5 +270,5 @@ def _explain_load_error(source: ModelSource, exc: OSError) -> SourceError:
     return SourceError(f"cannot load {source.spec}: {first[:200]}; re-save the folder or use 'tiny'")
 
 
-def parameter_count(model) -> int:
+def parameter_count(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,79 @@
+"""The quantization axis: dynamic int8 of the ``nn.Linear`` layers (CPU).
+
+``torch.ao.quantization.quantize_dynamic`` replaces every ``nn.Linear`` with a dynamically quantized one (int8
+weights, activations quantized per call), CPU kernels only (fbgemm/x86/onednn/qnnpack).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+from barkbench.variants import Variant
+
+if TYPE_CHECKING:
+    import torch
+
+_QUANTIZED_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
+
+
+def int8_unavailable_reason(device_type: str, dtype: str, offload: str = "none") -> str | None:
+    """Why dynamic int8 quantization cannot run for this variant here, or None."""
+    import torch
+
+    if device_type != "cpu":
+        return (
+            f"dynamic int8 quantization (torch.ao quantize_dynamic) has CPU kernels only; this run is on "
+            f"{device_type}: run it with --bark-device cpu"
+        )
+    if dtype != "fp32":
+        return f"dynamic int8 quantizes fp32 Linear layers; use dtype=fp32 with quantization=int8, not {dtype}"
+    if offload != "none":
+        return "dynamic int8 runs on CPU; offload moves sub-models to an accelerator: use offload=none"
+    with warnings.catch_warnings():
+        # First access imports torch.ao.quantization, which warns about its own deprecation (see below).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        available = hasattr(torch, "ao") and hasattr(torch.ao.quantization, "quantize_dynamic")
+    if not available:
+        return f"this torch ({torch.__version__}) has no torch.ao.quantization.quantize_dynamic"
+    engines = [e for e in torch.backends.quantized.supported_engines if e in _QUANTIZED_ENGINES]
+    if not engines:
+        return (
+            f"this torch build has no quantized CPU engine (supported: "
+            f"{torch.backends.quantized.supported_engines}); dynamic int8 needs fbgemm, x86, onednn or qnnpack"
+        )
+    return None
+
+
+def apply_dynamic_int8(model: torch.nn.Module) -> int:
+    """Quantize every ``nn.Linear`` of ``model`` in place (int8 weights, dynamic activations); returns how many.
+
+    In place, so the fp32 copy is not kept alive next to the quantized one (it would count in peak memory).
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization warns that it is deprecated in favour of torchao (and imports modules that use
+        # the deprecated torch.jit.script_method); it still works in torch 2.13, and torchao is a heavy extra
+        # dependency for one variant.
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return sum(1 for m in model.modules() if isinstance(m, DynamicLinear))
+
+
+# -- the axis: why it cannot run here, and applying it --------------------------------------------------------
+
+
+def unsupported_reason(variant: Variant, device_type: str) -> str | None:
+    if variant.quantization != "int8":
+        return None
+    return int8_unavailable_reason(device_type, variant.dtype, variant.offload)
+
+
+def apply(model: torch.nn.Module, variant: Variant) -> int:
+    """Quantize when ``variant`` asks; returns how many Linear layers became int8 (``quantized_linear``)."""
+    return apply_dynamic_int8(model) if variant.quantization == "int8" else 0

@@ -1,0 +1,121 @@
+"""Every patch of pytest-benchmark's private API, in one place. Each names the upstream limitation it works around;
+the rest of barkbench only uses pytest-benchmark's public fixture, options and hooks.
+
+1. Atomic saves: pytest-benchmark writes ``--benchmark-json`` and its autosave files with a plain
+   ``open(..., "wb")`` (``BenchmarkSession.save_json``, ``FileStorage.save``): a Ctrl-C or a kill during the write
+   leaves a truncated file that no reader can parse. Both are replaced by writes through ``atomic_write_bytes``
+   that keep pytest-benchmark's bytes and log lines.
+2. Failed variants in the JSON: pytest-benchmark drops a benchmark whose test raised, so the ``--benchmark-json``
+   file would not say a variant was tried and failed, nor why. The patched ``save_json`` appends them.
+3. Failures only: pytest-benchmark writes no file at all when no benchmark has timings
+   (``BenchmarkSession.finish`` returns early), so a run whose every variant failed would lose the reasons.
+   ``save_failures_only`` writes the file it would have written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that anyone reading it — or a run killed half-way — finds the old file or
+    the new one, never a part: a temporary file in the same folder, fsync, then ``os.replace`` (atomic)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp creates 0600; give the file the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def failed_benchmark_json(benchmark: Any) -> dict[str, Any]:
+    """A failed variant in pytest-benchmark's per-benchmark shape: identity and extra_info (status, error) and
+    ``stats: null`` — it has no timings, and none are invented."""
+    return {
+        "group": benchmark.group,
+        "name": benchmark.name,
+        "fullname": benchmark.fullname,
+        "params": benchmark.params,
+        "param": benchmark.param,
+        "extra_info": dict(benchmark.extra_info),
+        "options": {},
+        "stats": None,
+    }
+
+
+def _benchmark_session(config: pytest.Config) -> Any:
+    # pytest-benchmark keeps its session object on the config under a private name (no public accessor).
+    return getattr(config, "_benchmarksession", None)
+
+
+def _add_failures(failed: list[dict[str, Any]], output_json: dict[str, Any]) -> None:
+    """Append the failed variants (``stats: null``) to the ``--benchmark-json`` file's benchmarks. Not to the
+    autosaved files: pytest-benchmark's own loader (``--benchmark-compare``, ``pytest-benchmark compare``)
+    rejects a whole file when one benchmark has no stats."""
+    present = {entry.get("fullname") for entry in output_json.get("benchmarks", [])}
+    output_json.setdefault("benchmarks", []).extend(e for e in failed if e["fullname"] not in present)
+
+
+def install(config: pytest.Config, failed: list[dict[str, Any]]) -> None:
+    """Patches 1 and 2 on this session's pytest-benchmark session (a no-op without pytest-benchmark).
+
+    ``failed`` is the session's list of failed variants, read when the JSON is saved."""
+    bs = _benchmark_session(config)
+    if bs is None:
+        return
+    from pytest_benchmark.utils import safe_dumps
+
+    def dumps(output_json: Any) -> bytes:
+        return safe_dumps(output_json, ensure_ascii=True, indent=4).encode()
+
+    if isinstance(getattr(bs, "json", None), (str, os.PathLike)):
+
+        def save_json(output_json: Any) -> None:
+            _add_failures(failed, output_json)
+            atomic_write_bytes(bs.json, dumps(output_json))
+            bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
+
+        bs.save_json = save_json
+    storage: Any = getattr(bs, "storage", None)
+    # Only the file storage (the default); its private _next_num is stable across pytest-benchmark 5.x.
+    if storage is not None and type(storage).__name__ == "FileStorage" and hasattr(storage, "_next_num"):
+
+        def save(output_json: Any, save: str) -> None:
+            output_file = storage.get(f"{storage._next_num}_{save}.json")
+            atomic_write_bytes(output_file, dumps(output_json))
+            storage.logger.info(f"Saved benchmark data in: {output_file}")
+
+        storage.save = save
+
+
+def save_failures_only(config: pytest.Config, failed: list[dict[str, Any]]) -> None:
+    """Patch 3: when variants failed and none has timings, write the ``--benchmark-json`` file pytest-benchmark
+    skipped, through its own hooks; ``save_json`` (patched above) adds the failures."""
+    bs = _benchmark_session(config)
+    if not failed or bs is None or not bs.json or bs.benchmarks or bs.disabled:
+        return
+    machine_info = bs.get_machine_info()
+    commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+    config.hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
+    output_json = config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=[], include_data=True, machine_info=machine_info, commit_info=commit_info
+    )
+    config.hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=output_json)
+    bs.save_json(output_json)

@@ -1,0 +1,139 @@
+"""The harness's command-line options, all ``--bark-*``.
+
+Each ``type=`` parser returns the typed value the session uses (``list[Variant]``, a ``ModelSource``, loaded
+``Budgets``, an int), so a bad value fails once, at parse time, before any model loads, and nothing is parsed a
+second time. Importing this module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import pytest
+
+from barkbench.measure import sources
+from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS
+from barkbench.results import budgets as budgets_mod
+from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_variants
+
+ISOLATION_MODES = ("process", "off")
+DEVICES = ("auto", "cpu", "cuda", "xpu", "mps")
+BT_VIA = ("transform", "to_bettertransformer")
+
+
+def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {number}")
+        return number
+
+    parse.__name__ = name.lstrip("-").replace("-", "_")
+    return parse
+
+
+parse_rounds = positive_int("--bark-rounds")
+parse_warmup_rounds = positive_int("--bark-warmup-rounds", minimum=0)
+parse_semantic_tokens = positive_int("--bark-semantic-tokens")
+
+
+def parse_variants_option(value: str) -> list[Variant]:
+    try:
+        return parse_variants(value)
+    except VariantError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_model_option(value: str) -> sources.ModelSource:
+    try:
+        source = sources.parse_model_source(value)
+        if source.kind == "folder":
+            # A missing or incomplete folder fails here, once, instead of in every variant's worker.
+            sources.resolve(source)
+    except sources.SourceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return source
+
+
+def parse_budgets_option(value: str) -> budgets_mod.Budgets:
+    try:
+        return budgets_mod.load_budgets(value)
+    except budgets_mod.BudgetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("barkbench", "Bark benchmark harness")
+    group.addoption(
+        "--bark-model",
+        default=None,
+        type=parse_model_option,
+        help="model source: tiny (default, built offline), random:bark-small, random:bark, a hub id "
+        "(suno/bark-small) or a folder written by save_pretrained",
+    )
+    group.addoption(
+        "--bark-variants",
+        action="append",
+        type=parse_variants_option,
+        help=f"variants to run (repeatable; ';' separates items): presets/groups such as baseline, sdpa, "
+        f"blog, blog-sdpa, or ad hoc attention=sdpa,dtype=bf16,offload=cpu,batch=8. Default: {DEFAULT_VARIANTS}",
+    )
+    group.addoption(
+        "--bark-rounds", type=parse_rounds, default=None, help="measured rounds per variant (default: 3)"
+    )
+    group.addoption(
+        "--bark-warmup-rounds",
+        type=parse_warmup_rounds,
+        default=1,
+        help="unmeasured generate calls before the rounds (default: 1)",
+    )
+    group.addoption(
+        "--bark-semantic-tokens",
+        type=parse_semantic_tokens,
+        default=DEFAULT_SEMANTIC_TOKENS,
+        help="pinned semantic length; random weights never stop early (default: 256, the blog's)",
+    )
+    group.addoption(
+        "--bark-isolation",
+        choices=ISOLATION_MODES,
+        default="process",
+        help="process (default): a fresh process per variant; off: in this process (debugging)",
+    )
+    group.addoption(
+        "--bark-device",
+        choices=DEVICES,
+        default="auto",
+        help="device to run on (default: the accelerator if there is one, else cpu)",
+    )
+    group.addoption(
+        "--bark-wav-dir",
+        default=None,
+        metavar="DIR",
+        help="save one WAV per variant (the last round's first sample) as DIR/<variant-id>.wav",
+    )
+    group.addoption(
+        "--bark-fixed-length",
+        action="store_true",
+        default=False,
+        help="force every call to exactly --bark-semantic-tokens semantic tokens (EOS masked until then): "
+        "removes output-length variance from A/B comparisons of real checkpoints",
+    )
+    group.addoption(
+        "--bark-bt-via",
+        choices=BT_VIA,
+        default="transform",
+        help="how the bettertransformer variant is applied: BetterTransformer.transform(model, "
+        "keep_original_model=False) or the blog's model.to_bettertransformer()",
+    )
+    group.addoption(
+        "--bark-budgets",
+        type=parse_budgets_option,
+        default=None,
+        metavar="FILE|default",
+        help="at the end of the run, hold every variant to the memory budgets of FILE (TOML; "
+        "'default' = barkbench's budgets.toml) and fail the session if one is exceeded",
+    )

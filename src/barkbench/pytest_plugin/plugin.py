@@ -1,0 +1,61 @@
+"""barkbench's pytest plugin, registered with the ``pytest11`` entry point: installing barkbench gives any project
+the ``--bark-*`` options and the ``bark_bench`` / ``bark_variant`` fixtures, with no conftest.
+
+The hooks here only delegate: options are declared and parsed in ``options``, the session's state and its
+end-of-session work live in ``session.BarkSession``, pytest-benchmark patches in ``benchmark_patches``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from barkbench.pytest_plugin import options
+from barkbench.pytest_plugin.session import BarkBench, BarkSession
+from barkbench.variants import Variant
+
+#: The name the session object is registered under (``config.pluginmanager.get_plugin(SESSION_PLUGIN)``).
+SESSION_PLUGIN = "barkbench-session"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(BarkSession(config), SESSION_PLUGIN)
+
+
+def bark_session(config: pytest.Config) -> BarkSession:
+    """This pytest session's ``BarkSession``."""
+    session = config.pluginmanager.get_plugin(SESSION_PLUGIN)
+    assert isinstance(session, BarkSession), "barkbench's pytest_configure has not run"
+    return session
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "bark_variant" in metafunc.fixturenames:
+        # Parametrized by id (a plain string: pytest-benchmark stores params in its JSON), resolved to the
+        # Variant by the fixture below.
+        ids = [v.id for v in bark_session(metafunc.config).config.variants]
+        metafunc.parametrize("bark_variant", ids, ids=ids, indirect=True)
+
+
+@pytest.fixture()
+def bark_variant(request: pytest.FixtureRequest) -> Variant:
+    """The variant this test instance runs (one test per ``--bark-variants`` entry, id = the variant's id)."""
+    by_id = {v.id: v for v in bark_session(request.config).config.variants}
+    return by_id[request.param]
+
+
+@pytest.fixture(scope="session")
+def bark_bench(request: pytest.FixtureRequest) -> BarkBench:
+    """``bark_bench.run(benchmark, bark_variant)`` measures one variant and records its figures."""
+    return bark_session(request.config).bench()
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    from barkbench.measure import device
+
+    machine_info["barkbench"] = device.machine_info()

@@ -1,0 +1,279 @@
+"""The benchmark session: the options parsed once (``BenchConfig``), the run of one variant (``BarkBench``), and
+the object that owns what a session accumulates (``BarkSession``: completed and failed variants, the budget
+verdicts, terminal progress). The session object is registered as a plugin in ``pytest_configure`` (the way
+pytest-xdist's ``DSession`` and pytest-codspeed's plugin object are), so its hooks read its own state rather
+than stash keys.
+
+Nothing here imports torch at import time: the measuring happens in ``barkbench.measure``, in a worker process
+by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from barkbench.measure import device as device_mod
+from barkbench.measure import sources
+from barkbench.measure.optimize import VariantUnsupported, unsupported_reason
+from barkbench.measure.runner import RoundResult, RunSpec
+from barkbench.measure.summary import summarize
+from barkbench.measure.worker import VariantFailed, start_runner
+from barkbench.measure.workload import Workload, WorkloadError
+from barkbench.pytest_plugin import benchmark_patches
+from barkbench.results import budgets as budgets_mod
+from barkbench.variants import CPU_DEFAULT_NOTE, Variant, dedupe, default_variants
+
+#: Rounds when --bark-rounds is not given: enough to see the spread on the tiny model inside the 10-minute
+#: budget; bigger models are slower per call, so fewer samples fit but each is steadier.
+DEFAULT_ROUNDS = {"tiny": 3}
+DEFAULT_ROUNDS_OTHER = 3
+DEFAULT_MODEL = "tiny"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The harness's options, parsed once."""
+
+    model: str
+    variants: tuple[Variant, ...]
+    rounds: int
+    warmup_rounds: int
+    semantic_max_new_tokens: int
+    isolated: bool
+    device_type: str
+    bt_via: str
+    wav_dir: str | None = None
+    fixed_length: bool = False
+
+    @classmethod
+    def from_pytest_config(cls, config: pytest.Config) -> BenchConfig:
+        source: sources.ModelSource | None = config.getoption("bark_model")
+        model = source.label if source is not None else DEFAULT_MODEL
+        device = config.getoption("bark_device")
+        device_type = device_mod.device_type() if device == "auto" else device
+        chosen: list[list[Variant]] | None = config.getoption("bark_variants")
+        variants = dedupe([v for values in chosen for v in values]) if chosen else default_variants(device_type)
+        rounds = config.getoption("bark_rounds") or DEFAULT_ROUNDS.get(model, DEFAULT_ROUNDS_OTHER)
+        return cls(
+            model=model,
+            variants=tuple(variants),
+            rounds=rounds,
+            warmup_rounds=config.getoption("bark_warmup_rounds"),
+            semantic_max_new_tokens=config.getoption("bark_semantic_tokens"),
+            isolated=config.getoption("bark_isolation") == "process",
+            device_type=device_type,
+            bt_via=config.getoption("bark_bt_via"),
+            wav_dir=config.getoption("bark_wav_dir"),
+            fixed_length=config.getoption("bark_fixed_length"),
+        )
+
+    def workload(self, variant: Variant, prompts: tuple[str, ...] | None = None) -> Workload:
+        """The measured call: the blog's prompts unless a test gives its own."""
+        workload = Workload(batch_size=variant.batch_size, semantic_max_new_tokens=self.semantic_max_new_tokens)
+        return workload if prompts is None else replace(workload, prompts=tuple(prompts))
+
+    def spec(self, variant: Variant, workload: Workload | None = None) -> RunSpec:
+        return RunSpec(
+            source=self.model,
+            variant=variant,
+            workload=workload or self.workload(variant),
+            device_type=self.device_type,
+            bt_via=self.bt_via,
+            env={"TRANSFORMERS_VERBOSITY": "error"},
+            fixed_length=self.fixed_length,
+        )
+
+
+class Progress:
+    """One terminal line per loaded variant and per round, so a long run shows where it is."""
+
+    def __init__(
+        self, config: pytest.Config | None, variant_id: str, warmup: int, rounds: int, enabled: bool
+    ) -> None:
+        self._reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
+        self._capture = config.pluginmanager.get_plugin("capturemanager") if config else None
+        self._variant_id = variant_id
+        self._steps = [f"warm-up {i + 1}/{warmup}" for i in range(warmup)] if enabled else []
+        self._steps += [f"round {i + 1}/{rounds}" for i in range(rounds)] if enabled else ["run 1/1"]
+        self._done = 0
+
+    def next_round(self) -> None:
+        step = self._steps[self._done] if self._done < len(self._steps) else f"call {self._done + 1}"
+        self._done += 1
+        if self._reporter is None:
+            return
+        # The test's output is captured at the file-descriptor level; suspend it as pytest's live logging does.
+        suspended = self._capture.global_and_fixture_disabled() if self._capture else contextlib.nullcontext()
+        with suspended:
+            self._reporter.write_line(f"[barkbench] {self._variant_id}: {step}")
+
+
+@dataclass
+class BarkSession:
+    """What one pytest session accumulates; registered as a plugin by ``pytest_configure``."""
+
+    pytest_config: pytest.Config
+    #: extra_info of every variant measured so far: what --bark-budgets checks at session end.
+    completed: list[dict[str, Any]] = field(default_factory=list)
+    #: Failed variants in pytest-benchmark's per-benchmark shape: pytest-benchmark drops a benchmark that
+    #: raised, so they are added to the --benchmark-json file at save time.
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    #: The budget verdicts, once checked at session end (None: --bark-budgets not given).
+    verdicts: list[budgets_mod.Verdict] | None = None
+    _config: BenchConfig | None = None
+
+    @property
+    def config(self) -> BenchConfig:
+        """The options, parsed on first use (``auto`` asks torch for the device, so not at configure time)."""
+        if self._config is None:
+            self._config = BenchConfig.from_pytest_config(self.pytest_config)
+        return self._config
+
+    def bench(self, config: BenchConfig | None = None) -> BarkBench:
+        """What a benchmark test calls, with this session's options or ``config``."""
+        return BarkBench(config or self.config, self)
+
+    def progress(self, variant_id: str, enabled: bool) -> Progress:
+        cfg = self.config
+        return Progress(self.pytest_config, variant_id, cfg.warmup_rounds, cfg.rounds, enabled)
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        if config.getoption("bark_variants") or self.config.device_type != "cpu":
+            return None
+        return f"barkbench: {CPU_DEFAULT_NOTE}"
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        benchmark_patches.install(session.config, self.failed)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        # pytest-benchmark's own sessionfinish is a hook wrapper that has already saved the results here.
+        benchmark_patches.save_failures_only(session.config, self.failed)
+        budgets: budgets_mod.Budgets | None = session.config.getoption("bark_budgets", None)
+        if budgets is None:
+            return
+        self.verdicts = budgets_mod.check_extra_infos(self.completed, budgets)
+        if budgets_mod.failures(self.verdicts) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.verdicts is None:
+            return
+        terminalreporter.section("barkbench memory budgets")
+        if not self.verdicts:
+            terminalreporter.write_line("no measured variant matched a budget; nothing was checked")
+            return
+        for verdict in self.verdicts:
+            terminalreporter.write_line(verdict.message, red=not verdict.ok, green=verdict.ok)
+        failed = budgets_mod.failures(self.verdicts)
+        if failed:
+            terminalreporter.write_line(
+                f"{len(failed)} of {len(self.verdicts)} budget check(s) failed: the session fails", red=True, bold=True
+            )
+
+
+class BarkBench:
+    """What a benchmark test calls: start the variant's runner, time its rounds, record the figures."""
+
+    def __init__(self, config: BenchConfig, session: BarkSession | None = None) -> None:
+        self.config = config
+        self.session = session
+
+    def run(self, benchmark: Any, variant: Variant, prompts: tuple[str, ...] | None = None) -> list[RoundResult]:
+        """Measure ``variant`` with pytest-benchmark's ``benchmark`` fixture; ``prompts`` replaces the blog's
+        (a batch cycles through them)."""
+        cfg = self.config
+        reason = unsupported_reason(variant, cfg.device_type)
+        if reason:
+            pytest.skip(reason)
+        try:
+            workload = cfg.workload(variant, prompts)
+        except WorkloadError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        benchmark.group = f"{cfg.model} bs{variant.batch_size}"
+        benchmark.extra_info.update(
+            {
+                **variant.as_dict(),
+                "model_source": cfg.model,
+                "device": cfg.device_type,
+                "semantic_max_new_tokens": workload.semantic_max_new_tokens,
+                "rounds": cfg.rounds,
+                "warmup_rounds": cfg.warmup_rounds,
+                "isolation": "process" if cfg.isolated else "off",
+                "fixed_length": cfg.fixed_length,
+            }
+        )
+        try:
+            runner = start_runner(cfg.spec(variant, workload), isolated=cfg.isolated)
+        except VariantUnsupported as exc:
+            pytest.skip(str(exc))
+        except VariantFailed as exc:
+            self._record_failure(benchmark, str(exc), exc.kind)
+            pytest.fail(f"{variant.id}: {exc}", pytrace=False)
+        except sources.SourceError as exc:
+            self._record_failure(benchmark, str(exc), "error")
+            pytest.fail(f"{variant.id}: {exc}", pytrace=False)
+        results: list[RoundResult] = []
+
+        def one_round() -> None:
+            results.append(runner.generate())
+
+        pytest_config = self.session.pytest_config if self.session else None
+        progress = Progress(pytest_config, variant.id, cfg.warmup_rounds, cfg.rounds, benchmark.enabled)
+
+        def setup() -> None:
+            progress.next_round()
+            runner.prepare()
+
+        try:
+            info = runner.info
+            benchmark.extra_info.update(
+                attention_impl=info.attention_impl,
+                device=info.device,
+                device_name=info.device_name,
+                model_memory_bytes=info.model_memory_bytes,
+                weights_bytes=info.weights_bytes,
+                warnings=list(info.warnings),
+                worker_pid=info.pid,
+            )
+            if info.compiled or info.quantized_linear:
+                benchmark.extra_info.update(compiled=list(info.compiled), quantized_linear=info.quantized_linear)
+            benchmark.pedantic(
+                one_round, setup=setup, rounds=cfg.rounds, warmup_rounds=cfg.warmup_rounds, iterations=1
+            )
+            if cfg.wav_dir:
+                wav = Path(cfg.wav_dir).resolve() / f"{variant.id}.wav"
+                wav.parent.mkdir(parents=True, exist_ok=True)
+                benchmark.extra_info["wav_path"] = runner.save_wav(str(wav))
+        except VariantFailed as exc:
+            self._record_failure(benchmark, str(exc), exc.kind)
+            pytest.fail(f"{variant.id}: {exc}", pytrace=False)
+        finally:
+            runner.close()
+        measured = results[-cfg.rounds :] if benchmark.enabled else results
+        stats: Any = getattr(benchmark, "stats", None)
+        mean = stats.stats.mean if benchmark.enabled and stats is not None else None
+        stddev = stats.stats.stddev if mean is not None and cfg.rounds > 1 else None
+        benchmark.extra_info.update(summarize(measured, variant.batch_size, mean, stddev).to_extra_info(), status="ok")
+        if runner.info.first_call_seconds is not None:
+            # The compiling first call, and its excess over the steady state: the cost of compilation.
+            steady = statistics.fmean(r.seconds for r in measured)
+            benchmark.extra_info.update(
+                first_call_seconds=runner.info.first_call_seconds,
+                compile_seconds=max(0.0, runner.info.first_call_seconds - steady),
+            )
+        if self.session is not None:
+            self.session.completed.append(dict(benchmark.extra_info))
+        return measured
+
+    def _record_failure(self, benchmark: Any, error: str, kind: str) -> None:
+        benchmark.extra_info.update(status="failed", error=error, failure_kind=kind)
+        if self.session is not None:
+            self.session.failed.append(benchmark_patches.failed_benchmark_json(benchmark))
