@@ -117,36 +117,66 @@ class SpeedupSummary:
                 continue
             speedup = base["mean_s"] / other["mean_s"]
             applies = when == "always" or cpu_has_bf16()
-            rows.append({"comparison": label, "variant": variant, "speedup": speedup,
-                         "goal": goal if applies else None,
-                         "met": None if goal is None or not applies else speedup >= goal})
+            rows.append(
+                {
+                    "comparison": label,
+                    "variant": variant,
+                    "speedup": speedup,
+                    "goal": goal if applies else None,
+                    "met": None if goal is None or not applies else speedup >= goal,
+                }
+            )
         best = min(self.variants, key=lambda vid: self.variants[vid]["mean_s"])
         best_speedup = base["mean_s"] / self.variants[best]["mean_s"]
-        rows.append({"comparison": f"best: {best} vs eager fp32", "variant": best, "speedup": best_speedup,
-                     "goal": BEST_GOAL, "met": best_speedup >= BEST_GOAL})
+        rows.append(
+            {
+                "comparison": f"best: {best} vs eager fp32",
+                "variant": best,
+                "speedup": best_speedup,
+                "goal": BEST_GOAL,
+                "met": best_speedup >= BEST_GOAL,
+            }
+        )
         overhead = None
         if self.bare:
             bare_mean, bare_min = statistics.fmean(self.bare), min(self.bare)
             overhead = {
-                "bare_mean_s": bare_mean, "bare_min_s": bare_min, "harness_mean_s": base["mean_s"],
-                "harness_min_s": base["min_s"], "overhead_mean": base["mean_s"] / bare_mean - 1,
-                "overhead_min": base["min_s"] / bare_min - 1, "goal": OVERHEAD_GOAL,
+                "bare_mean_s": bare_mean,
+                "bare_min_s": bare_min,
+                "harness_mean_s": base["mean_s"],
+                "harness_min_s": base["min_s"],
+                "overhead_mean": base["mean_s"] / bare_mean - 1,
+                "overhead_min": base["min_s"] / bare_min - 1,
+                "goal": OVERHEAD_GOAL,
             }
             overhead["met"] = overhead["overhead_min"] <= OVERHEAD_GOAL
-        return {"model": MODEL, "semantic_tokens": SEMANTIC_TOKENS, "cpu": cpu_model(),
-                "cpus": len(os.sched_getaffinity(0)), "bf16_instructions": cpu_has_bf16(),
-                "baseline": BASELINE, "variants": self.variants, "ratios": rows, "harness_overhead": overhead}
+        return {
+            "model": MODEL,
+            "semantic_tokens": SEMANTIC_TOKENS,
+            "cpu": cpu_model(),
+            "cpus": len(os.sched_getaffinity(0)),
+            "bf16_instructions": cpu_has_bf16(),
+            "baseline": BASELINE,
+            "variants": self.variants,
+            "ratios": rows,
+            "harness_overhead": overhead,
+        }
 
     def lines(self) -> list[str]:
         table = self.table()
         if table is None:
             return []
-        out = [f"{MODEL}, {SEMANTIC_TOKENS} semantic tokens (fixed length), {table['cpu']}, "
-               f"{table['cpus']} CPUs, bf16 instructions: {'yes' if table['bf16_instructions'] else 'no'}", "",
-               f"{'variant':<20}{'mean s':>9}{'CV':>7}{'sem tok/s':>11}{'RTF':>7}{'peak MB':>9}"]
+        out = [
+            f"{MODEL}, {SEMANTIC_TOKENS} semantic tokens (fixed length), {table['cpu']}, "
+            f"{table['cpus']} CPUs, bf16 instructions: {'yes' if table['bf16_instructions'] else 'no'}",
+            "",
+            f"{'variant':<20}{'mean s':>9}{'CV':>7}{'sem tok/s':>11}{'RTF':>7}{'peak MB':>9}",
+        ]
         for vid, v in table["variants"].items():
-            out.append(f"{vid:<20}{v['mean_s']:>9.2f}{v['latency_cv']:>7.1%}{v['semantic_tokens_per_s']:>11.1f}"
-                       f"{v['real_time_factor']:>7.1f}{v['peak_memory_bytes'] / 1e6:>9.0f}")
+            out.append(
+                f"{vid:<20}{v['mean_s']:>9.2f}{v['latency_cv']:>7.1%}{v['semantic_tokens_per_s']:>11.1f}"
+                f"{v['real_time_factor']:>7.1f}{v['peak_memory_bytes'] / 1e6:>9.0f}"
+            )
         out += ["", f"{'comparison':<40}{'speed-up':>9}{'goal':>8}  result"]
         for row in table["ratios"]:
             goal = f">={row['goal']:.1f}x" if row["goal"] else "-"
@@ -154,9 +184,11 @@ class SpeedupSummary:
             out.append(f"{row['comparison']:<40}{row['speedup']:>8.2f}x{goal:>8}  {met}")
         oh = table["harness_overhead"]
         if oh:
-            out.append(f"{'harness vs bare generate loop':<40}{oh['overhead_min']:>+8.1%} {'<=1%':>8}  "
-                       f"{'met' if oh['met'] else 'MISSED'} (by min; by mean {oh['overhead_mean']:+.1%}; "
-                       f"bare {oh['bare_min_s']:.2f}/{oh['bare_mean_s']:.2f} s min/mean)")
+            out.append(
+                f"{'harness vs bare generate loop':<40}{oh['overhead_min']:>+8.1%} {'<=1%':>8}  "
+                f"{'met' if oh['met'] else 'MISSED'} (by min; by mean {oh['overhead_mean']:+.1%}; "
+                f"bare {oh['bare_min_s']:.2f}/{oh['bare_mean_s']:.2f} s min/mean)"
+            )
         return out
 
     # -- hooks, registered for this session by the fixture below ---------------------------------------------
@@ -179,8 +211,13 @@ def speedups(request: pytest.FixtureRequest) -> tuple[BarkBench, SpeedupSummary]
     session = bark_session(config)
     if session.config.model != MODEL:
         pytest.skip(SKIP_REASON)
-    cfg = dataclasses.replace(session.config, semantic_max_new_tokens=SEMANTIC_TOKENS, device_type="cpu",
-                              fixed_length=True, variants=tuple(VARIANTS.values()))
+    cfg = dataclasses.replace(
+        session.config,
+        semantic_max_new_tokens=SEMANTIC_TOKENS,
+        device_type="cpu",
+        fixed_length=True,
+        variants=tuple(VARIANTS.values()),
+    )
     summary = SpeedupSummary()
     config.pluginmanager.register(summary, "barkbench-cpu-speedups")
     return session.bench(cfg), summary
@@ -193,8 +230,9 @@ def test_bare_generate_loop(speedups):
     cfg = bench.config
     args = {"model": cfg.model, "tokens": SEMANTIC_TOKENS, "warmup": cfg.warmup_rounds, "rounds": cfg.rounds}
     env = {**os.environ, **cfg.spec(VARIANTS[BASELINE]).env}
-    done = subprocess.run([sys.executable, "-c", _BARE_LOOP, json.dumps(args)], capture_output=True, text=True,
-                          env=env, timeout=1800)
+    done = subprocess.run(
+        [sys.executable, "-c", _BARE_LOOP, json.dumps(args)], capture_output=True, text=True, env=env, timeout=1800
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("BARE_TIMES="))
     summary.bare = json.loads(line.split("=", 1)[1])
@@ -209,9 +247,13 @@ def test_cpu_variant(benchmark, speedups, variant_id):
     if benchmark.enabled:
         stats = benchmark.stats.stats
         summary.variants[variant_id] = {
-            "mean_s": stats.mean, "min_s": stats.min, "latency_cv": info["latency_cv"] or 0.0,
-            "semantic_tokens_per_s": info["semantic_tokens_per_s"], "real_time_factor": info["real_time_factor"],
-            "peak_memory_bytes": info["peak_memory_bytes"], "rounds": stats.rounds,
+            "mean_s": stats.mean,
+            "min_s": stats.min,
+            "latency_cv": info["latency_cv"] or 0.0,
+            "semantic_tokens_per_s": info["semantic_tokens_per_s"],
+            "real_time_factor": info["real_time_factor"],
+            "peak_memory_bytes": info["peak_memory_bytes"],
+            "rounds": stats.rounds,
         }
     # Fixed length held: every round generated exactly the pinned semantic length.
     assert info["stages"]["semantic"]["tokens"] == SEMANTIC_TOKENS

@@ -95,8 +95,9 @@ def test_a_corrupt_model_folder_fails_each_variant_in_one_recorded_line(bench, t
         # Truncated weights, as an interrupted download or copy leaves them.
         (corrupt / item.name).write_bytes(data[:1000] if item.name == "model.safetensors" else data)
     out = bench.path / "run.json"
-    result = run(bench, *IN_PROCESS, "--bark-model", str(corrupt), "--bark-variants", "baseline",
-                 f"--benchmark-json={out}")
+    result = run(
+        bench, *IN_PROCESS, "--bark-model", str(corrupt), "--bark-variants", "baseline", f"--benchmark-json={out}"
+    )
     result.assert_outcomes(failed=1)
     line = f"eager-fp32-bs1: model folder {corrupt} is corrupt (Error while deserializing header*"
     result.stdout.fnmatch_lines([f"*{line}"])
@@ -108,13 +109,22 @@ def test_a_hub_id_without_network_or_cache_fails_in_one_recorded_line(bench, mon
     # An empty hub cache, offline (tests/conftest.py sets HF_HUB_OFFLINE=1): nothing to find, nothing to fetch.
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     out = bench.path / "run.json"
-    result = run(bench, *IN_PROCESS, "--bark-model", "barkbench-test/not-cached", "--bark-variants", "baseline",
-                 f"--benchmark-json={out}")
+    result = run(
+        bench,
+        *IN_PROCESS,
+        "--bark-model",
+        "barkbench-test/not-cached",
+        "--bark-variants",
+        "baseline",
+        f"--benchmark-json={out}",
+    )
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines([
-        "*eager-fp32-bs1: cannot load 'barkbench-test/not-cached': the hub is unreachable or offline and it is "
-        "not in the local cache*; download it once with network access, or use --bark-model tiny"
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*eager-fp32-bs1: cannot load 'barkbench-test/not-cached': the hub is unreachable or offline and it is "
+            "not in the local cache*; download it once with network access, or use --bark-model tiny"
+        ]
+    )
     info = benchmarks_by_variant(out)["eager-fp32-bs1"]["extra_info"]
     assert info["status"] == "failed" and "not in the local cache" in info["error"]
 
@@ -131,8 +141,12 @@ def test_an_empty_prompt_is_refused_with_the_fix(prompts):
 def test_a_prompt_past_256_tokens_is_truncated_and_reported(tiny_source):
     # Next to a short prompt in one batch: BarkProcessor alone cannot even build that batch (it pads to 256 but
     # does not truncate); the harness truncates to what Bark keeps and says so.
-    spec = RunSpec(source=tiny_source.spec, variant=Variant(), device_type="cpu",
-                   workload=Workload(batch_size=2, prompts=("Wow", LONG_PROMPT), semantic_max_new_tokens=8))
+    spec = RunSpec(
+        source=tiny_source.spec,
+        variant=Variant(),
+        device_type="cpu",
+        workload=Workload(batch_size=2, prompts=("Wow", LONG_PROMPT), semantic_max_new_tokens=8),
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny model's ops gain nothing from threads on a busy runner
     runner = VariantRunner(spec)
@@ -140,7 +154,8 @@ def test_a_prompt_past_256_tokens_is_truncated_and_reported(tiny_source):
         assert tuple(runner.inputs["input_ids"].shape) == (2, MAX_TEXT_TOKENS)
         (warning,) = runner.info.warnings
         assert warning.startswith("prompt 1 has ") and warning.endswith(
-            f"tokens; Bark keeps the first {MAX_TEXT_TOKENS} (the rest is not spoken)")
+            f"tokens; Bark keeps the first {MAX_TEXT_TOKENS} (the rest is not spoken)"
+        )
         assert int(warning.split()[3]) > MAX_TEXT_TOKENS
         runner.prepare()
         assert len(runner.generate().output_lengths) == 2
@@ -158,18 +173,28 @@ def test_an_out_of_memory_variant_is_recorded_failed_and_the_run_goes_on(bench, 
     monkeypatch.setenv(FAIL_VARIANT_ENV, "sdpa-fp32-bs1:oom")
     out = bench.path / "run.json"
     store = bench.path / "store"
-    result = run(bench, "--bark-variants", "sdpa;offload;baseline", f"--benchmark-json={out}", "-rs",
-                 "--benchmark-autosave", f"--benchmark-storage=file://{store}")
+    result = run(
+        bench,
+        "--bark-variants",
+        "sdpa;offload;baseline",
+        f"--benchmark-json={out}",
+        "-rs",
+        "--benchmark-autosave",
+        f"--benchmark-storage=file://{store}",
+    )
     result.assert_outcomes(passed=1, failed=1, skipped=1)
-    result.stdout.fnmatch_lines([
-        "*sdpa-fp32-bs1: out of memory: OutOfMemoryError: injected by BARKBENCH_FAIL_VARIANT*",
-        "*SKIPPED*offload needs an accelerator*this machine has none*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*sdpa-fp32-bs1: out of memory: OutOfMemoryError: injected by BARKBENCH_FAIL_VARIANT*",
+            "*SKIPPED*offload needs an accelerator*this machine has none*",
+        ]
+    )
     by_id = benchmarks_by_variant(out)
     assert set(by_id) == {"sdpa-fp32-bs1", "eager-fp32-bs1"}
     failed = by_id["sdpa-fp32-bs1"]
     assert failed["extra_info"]["status"] == "failed" and failed["stats"] is None
     assert failed["extra_info"]["error"].startswith("out of memory: OutOfMemoryError: injected by")
+    assert failed["extra_info"]["failure_kind"] == "oom"
     # The variant after the failure ran, and is saved with its figures (what was measured before an
     # interruption is kept too: see the Ctrl-C test below).
     after = by_id["eager-fp32-bs1"]
@@ -196,7 +221,9 @@ def test_a_run_whose_every_variant_failed_still_writes_the_failures(bench, monke
 
 
 def test_ctrl_c_in_the_second_variant_keeps_the_first_in_a_valid_json(bench):
-    add_conftest(bench, """
+    add_conftest(
+        bench,
+        """
 import pytest
 
 
@@ -204,7 +231,8 @@ import pytest
 def pytest_runtest_call(item):
     if "sdpa" in item.name:
         raise KeyboardInterrupt  # what Ctrl-C raises, in the middle of the second variant
-""")
+""",
+    )
     out = bench.path / "run.json"
     result = run(bench, *IN_PROCESS, "--bark-variants", "baseline;sdpa;bf16", f"--benchmark-json={out}")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -217,7 +245,9 @@ def test_a_kill_while_the_json_is_written_leaves_the_previous_file_intact(bench)
     # The process is killed (SIGKILL: no clean-up runs) after the new JSON is written but before it replaces the
     # old one. A plain open(..., "wb") write would by then have truncated the old file; the atomic write must
     # leave the old file whole, or the new one, never a part.
-    add_conftest(bench, """
+    add_conftest(
+        bench,
+        """
 import os
 import signal
 
@@ -231,7 +261,8 @@ def _killed_before_commit(src, dst, *args, **kwargs):
 
 
 os.replace = _killed_before_commit
-""")
+""",
+    )
     out = bench.path / "run.json"
     previous = {"benchmarks": [], "note": "an earlier run"}
     out.write_text(json.dumps(previous))

@@ -147,8 +147,9 @@ def test_transform_swaps_every_bark_attention_in_place_and_leaves_the_codec_alon
     assert attention.attention_summary(model) == {BT_LAYER: 6}
     codec_after = {name: (type(m), m) for name, m in model.codec_model.named_modules()}
     assert codec_after.keys() == codec_before.keys()
-    assert all(codec_after[n][0] is codec_before[n][0] and codec_after[n][1] is codec_before[n][1]
-               for n in codec_before)
+    assert all(
+        codec_after[n][0] is codec_before[n][0] and codec_after[n][1] is codec_before[n][1] for n in codec_before
+    )
     assert {name: p.data_ptr() for name, p in model.codec_model.named_parameters()} == codec_params
 
 
@@ -194,9 +195,21 @@ def test_to_bettertransformer_path_runs_and_reports_itself(runs: Runs):
 def test_bench_json_says_which_bettertransformer_path_ran(bench_pytester: pytest.Pytester):
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(
-        "bench", "--bark-variants", "bettertransformer", "--bark-bt-via", "to_bettertransformer",
-        "--bark-semantic-tokens", str(TOKENS), "--bark-rounds", "1", "--bark-warmup-rounds", "0",
-        "-p", "no:cacheprovider", f"--benchmark-json={out}", timeout=600,
+        "bench",
+        "--bark-variants",
+        "bettertransformer",
+        "--bark-bt-via",
+        "to_bettertransformer",
+        "--bark-semantic-tokens",
+        str(TOKENS),
+        "--bark-rounds",
+        "1",
+        "--bark-warmup-rounds",
+        "0",
+        "-p",
+        "no:cacheprovider",
+        f"--benchmark-json={out}",
+        timeout=600,
     )
     result.assert_outcomes(passed=1)
     (bench,) = json.loads(out.read_text())["benchmarks"]
@@ -227,8 +240,15 @@ def test_bettertransformer_refusal_names_the_versions_and_points_to_sdpa(tiny_so
 @current_only
 def test_bench_skips_bettertransformer_with_the_reason(bench_pytester: pytest.Pytester):
     result = bench_pytester.runpytest_subprocess(
-        "bench", "--bark-variants", "bettertransformer,bs8", "--bark-bt-via", "to_bettertransformer",
-        "-p", "no:cacheprovider", "-rs", timeout=300,
+        "bench",
+        "--bark-variants",
+        "bettertransformer,bs8",
+        "--bark-bt-via",
+        "to_bettertransformer",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        timeout=300,
     )
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines(

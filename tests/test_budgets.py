@@ -54,6 +54,7 @@ def test_the_packaged_budgets_load_and_say_why():
     assert loaded.limits and all(limit.why for limit in loaded.limits)
     # The issue's reference entries: CUDA offload from the blog, CPU half-precision weights.
     assert budgets.load_budgets("default").limits == loaded.limits
+
     def rules(source: str, device: str, variant: str) -> set[tuple[str, str, float]]:
         return {(lim.metric, lim.kind, lim.value) for lim in loaded.applicable(source, device, variant)}
 
@@ -80,7 +81,7 @@ def test_the_budgets_file_is_shipped_as_package_data():
         ('["*".cpu."*"]\npeak_memory_ratio = 0\n', "peak_memory_ratio must be a positive number, got 0"),
         ('["*".cpu."*"]\npeak_memory_mb = "lots"\n', "peak_memory_mb must be a positive number"),
         ('["*".cpu."*"]\nwhy = "nothing"\n', "has no limit"),
-        ('["*".cpu]\npeak_memory_ratio = 0.5\n', 'is not a table; limits go in a table'),
+        ('["*".cpu]\npeak_memory_ratio = 0.5\n', "is not a table; limits go in a table"),
         ("this is = = not toml\n", "is not valid TOML"),
     ],
 )
@@ -101,21 +102,32 @@ def test_a_missing_budgets_file_says_so(tmp_path):
 
 
 def test_ratio_and_cap_verdicts_print_measured_and_allowed_in_mb_and_as_ratio(tmp_path):
-    loaded = budgets.load_budgets(write(tmp_path, """
+    loaded = budgets.load_budgets(
+        write(
+            tmp_path,
+            """
 ["*".cpu."sdpa-*"]
 peak_memory_ratio = 1.10
 ["*".cpu."*-bf16-*"]
 weights_ratio = 0.52
 peak_memory_mb = 250
-"""))
-    verdicts = budgets.check([
-        measurement(Variant(), peak_memory=200, weights=140),
-        measurement(Variant(attention="sdpa"), peak_memory=210, weights=140),  # 1.05 x: ok
-        measurement(Variant(dtype="bf16"), peak_memory=300, weights=140),  # fp32 weights kept: exceeded
-    ], loaded)
+""",
+        )
+    )
+    verdicts = budgets.check(
+        [
+            measurement(Variant(), peak_memory=200, weights=140),
+            measurement(Variant(attention="sdpa"), peak_memory=210, weights=140),  # 1.05 x: ok
+            measurement(Variant(dtype="bf16"), peak_memory=300, weights=140),  # fp32 weights kept: exceeded
+        ],
+        loaded,
+    )
     by_key = {(v.measurement.variant.id, v.limit.metric): v for v in verdicts}
-    assert set(by_key) == {("sdpa-fp32-bs1", "peak_memory"), ("eager-bf16-bs1", "weights"),
-                           ("eager-bf16-bs1", "peak_memory")}
+    assert set(by_key) == {
+        ("sdpa-fp32-bs1", "peak_memory"),
+        ("eager-bf16-bs1", "weights"),
+        ("eager-bf16-bs1", "peak_memory"),
+    }
     sdpa = by_key["sdpa-fp32-bs1", "peak_memory"]
     assert sdpa.ok and sdpa.ratio == pytest.approx(1.05) and sdpa.allowed_bytes == 220 * MB
     weights = by_key["eager-bf16-bs1", "weights"]
@@ -132,12 +144,15 @@ peak_memory_mb = 250
 
 def test_ratios_use_the_baseline_of_the_same_batch_size_device_and_source(tmp_path):
     loaded = budgets.load_budgets(write(tmp_path, '["*"."*"."sdpa-*"]\npeak_memory_ratio = 1.0\n'))
-    verdicts = budgets.check([
-        measurement(Variant(), peak_memory=100),
-        measurement(Variant(batch_size=8), peak_memory=400),
-        measurement(Variant(attention="sdpa", batch_size=8), peak_memory=390),
-        measurement(Variant(attention="sdpa", batch_size=8), device="cuda", peak_memory=390),
-    ], loaded)
+    verdicts = budgets.check(
+        [
+            measurement(Variant(), peak_memory=100),
+            measurement(Variant(batch_size=8), peak_memory=400),
+            measurement(Variant(attention="sdpa", batch_size=8), peak_memory=390),
+            measurement(Variant(attention="sdpa", batch_size=8), device="cuda", peak_memory=390),
+        ],
+        loaded,
+    )
     cpu, cuda = verdicts
     assert cpu.ok and cpu.baseline_bytes == 400 * MB
     # No cuda baseline in the run: the ratio cannot be checked, and an enforcing run must not pass silently.
@@ -153,10 +168,13 @@ def test_weights_ratios_fall_back_to_a_baseline_of_another_batch_size(tmp_path):
     # The blog's matrix has no eager-fp32-bs8; its bs8 fp16 rows are still held to the weights budget.
     table = '["*"."*"."*-fp16-*"]\nweights_ratio = 0.52\npeak_memory_ratio = 0.6\n'
     loaded = budgets.load_budgets(write(tmp_path, table))
-    verdicts = budgets.check([
-        measurement(Variant(), weights=140, peak_memory=200),
-        measurement(Variant(attention="sdpa", dtype="fp16", batch_size=8), weights=70, peak_memory=90),
-    ], loaded)
+    verdicts = budgets.check(
+        [
+            measurement(Variant(), weights=140, peak_memory=200),
+            measurement(Variant(attention="sdpa", dtype="fp16", batch_size=8), weights=70, peak_memory=90),
+        ],
+        loaded,
+    )
     by_metric = {v.limit.metric: v for v in verdicts}
     assert by_metric["weights"].ok and by_metric["weights"].baseline_id == "eager-fp32-bs1"
     assert "x baseline eager-fp32-bs1 140.0 MB" in by_metric["weights"].message
@@ -167,8 +185,14 @@ def test_weights_ratios_fall_back_to_a_baseline_of_another_batch_size(tmp_path):
 def test_extra_info_of_failed_variants_is_not_held_to_a_budget():
     extra = {**Variant(dtype="bf16").as_dict(), "model_source": "tiny", "device": "cpu", "status": "failed"}
     assert budgets.Measurement.from_extra_info(extra) is None
-    ok = {**Variant().as_dict(), "model_source": "tiny", "device": "cuda:0", "status": "ok",
-          "peak_memory_bytes": 5, "weights_bytes": 7}
+    ok = {
+        **Variant().as_dict(),
+        "model_source": "tiny",
+        "device": "cuda:0",
+        "status": "ok",
+        "peak_memory_bytes": 5,
+        "weights_bytes": 7,
+    }
     parsed = budgets.Measurement.from_extra_info(ok)
     assert parsed is not None and parsed.device == "cuda" and parsed.figures == {"peak_memory": 5, "weights": 7}
 
@@ -193,8 +217,13 @@ def measured(pytestconfig: pytest.Config) -> list[budgets.Measurement]:
 
 
 def _measure(source: str, device: str, variant: Variant) -> budgets.Measurement:
-    spec = RunSpec(source=source, variant=variant, workload=Workload(semantic_max_new_tokens=8),
-                   device_type=device, env={"TRANSFORMERS_VERBOSITY": "error"})
+    spec = RunSpec(
+        source=source,
+        variant=variant,
+        workload=Workload(semantic_max_new_tokens=8),
+        device_type=device,
+        env={"TRANSFORMERS_VERBOSITY": "error"},
+    )
     with WorkerProcess(spec) as worker:
         worker.prepare()
         peak = worker.generate().peak_memory_bytes
@@ -244,21 +273,31 @@ def test_a_run_with_bark_budgets_fails_the_session_on_an_exceeded_budget(bench_p
     )
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(
-        "bench", *FAST, "--bark-variants", "baseline;bf16", "--bark-budgets", str(strict), f"--benchmark-json={out}",
+        "bench",
+        *FAST,
+        "--bark-variants",
+        "baseline;bf16",
+        "--bark-budgets",
+        str(strict),
+        f"--benchmark-json={out}",
         timeout=600,
     )
     result.assert_outcomes(passed=2)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines([
-        "*barkbench memory budgets*",
-        "ok: tiny cpu eager-fp32-bs1 peak_memory * MB <= allowed 100000.0 MB*",
-        "BUDGET EXCEEDED: tiny cpu eager-bf16-bs1 weights 73.8 MB > allowed 57.3 MB (ratio 0.515 vs allowed 0.400 x "
-        "baseline eager-fp32-bs1 143.4 MB)*strict.toml*",
-        "1 of 2 budget check(s) failed: the session fails",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*barkbench memory budgets*",
+            "ok: tiny cpu eager-fp32-bs1 peak_memory * MB <= allowed 100000.0 MB*",
+            "BUDGET EXCEEDED: tiny cpu eager-bf16-bs1 weights 73.8 MB > allowed 57.3 MB "
+            "(ratio 0.515 vs allowed 0.400 x baseline eager-fp32-bs1 143.4 MB)*strict.toml*",
+            "1 of 2 budget check(s) failed: the session fails",
+        ]
+    )
     # The measurements are saved all the same.
     assert {b["params"]["bark_variant"] for b in json.loads(out.read_text())["benchmarks"]} == {
-        "eager-fp32-bs1", "eager-bf16-bs1"}
+        "eager-fp32-bs1",
+        "eager-bf16-bs1",
+    }
 
 
 def test_a_bad_budgets_option_fails_before_any_model_loads(bench_pytester):

@@ -152,8 +152,9 @@ def test_benchmark_missing_in_new_is_exit_2(tmp_path: Path, capsys: Capsys) -> N
     new.write_text(json.dumps(data))
     code, _, err = compare(capsys, new, *GATES)
     assert code == 2
-    assert err == (f"barkbench: error: 1 benchmark(s) of {BASE} missing in {new}: {SDPA}; "
-                   f"pass --allow-missing to skip them\n")
+    assert err == (
+        f"barkbench: error: 1 benchmark(s) of {BASE} missing in {new}: {SDPA}; pass --allow-missing to skip them\n"
+    )
     code, out, _ = compare(capsys, new, *GATES, "--allow-missing")
     assert code == 0
     assert f"Missing in NEW (skipped with --allow-missing): `{SDPA}`" in out
@@ -179,9 +180,7 @@ def test_benchmark_only_in_new_is_listed_not_gated(tmp_path: Path, capsys: Capsy
         ('{"hello": 1}', "not a pytest-benchmark result file"),
     ],
 )
-def test_unusable_new_file_is_exit_2(
-    tmp_path: Path, capsys: Capsys, content: str | None, expected: str
-) -> None:
+def test_unusable_new_file_is_exit_2(tmp_path: Path, capsys: Capsys, content: str | None, expected: str) -> None:
     new = tmp_path / "new.json"
     if content is not None:
         new.write_text(content)

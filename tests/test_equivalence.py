@@ -171,7 +171,10 @@ def run_generate(loaded: Loaded, processor, prompts: list[str], seed: int, **ove
     with torch.inference_mode(), capture_stages(model) as stages:
         audio, lengths = model.generate(**inputs, **kwargs, return_output_lengths=True)
     return Generation(
-        stages["semantic"].cpu(), stages["coarse"].cpu(), stages["fine"].cpu(), audio.float().cpu(),
+        stages["semantic"].cpu(),
+        stages["coarse"].cpu(),
+        stages["fine"].cpu(),
+        audio.float().cpu(),
         [int(n) for n in lengths],
     )
 
@@ -257,8 +260,9 @@ LOSSY = [Variant(dtype="fp16"), Variant(dtype="bf16"), Variant(attention="flash_
 @pytest.mark.parametrize("stage", STAGES)
 @settings(max_examples=2 * EXAMPLES)
 @given(batch=st.integers(1, 4), length=st.integers(1, 300), codebook=st.integers(1, 7), seed=st.integers(0, 2**31 - 1))
-def test_half_precision_logits_stay_within_the_bound_of_fp32(load, eager, variant, stage, batch, length, codebook,
-                                                              seed):
+def test_half_precision_logits_stay_within_the_bound_of_fp32(
+    load, eager, variant, stage, batch, length, codebook, seed
+):
     lossy = load(variant)
     dtype = torch_dtype(variant.dtype)
     sub = getattr(lossy.model, stage)
@@ -294,8 +298,9 @@ def test_each_sample_of_a_batch_matches_its_single_run(eager, processor, prompts
         assert torch.equal(batch.coarse[i, :coarse_len], single.coarse[0]), f"sample {i}: coarse tokens differ"
         fine_len = single.fine.shape[-1]
         assert torch.equal(batch.fine[i, :, :fine_len], single.fine[0]), f"sample {i}: fine tokens differ"
-        torch.testing.assert_close(batch.audio[i, : batch.lengths[i]], single.audio[0, : single.lengths[0]],
-                                   atol=BATCH_AUDIO_ATOL, rtol=0)
+        torch.testing.assert_close(
+            batch.audio[i, : batch.lengths[i]], single.audio[0, : single.lengths[0]], atol=BATCH_AUDIO_ATOL, rtol=0
+        )
 
 
 def test_a_sampled_batch_is_not_its_single_runs(eager, processor):

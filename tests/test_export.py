@@ -65,8 +65,10 @@ def test_cli_export_github(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_cli_export_github_default_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["export-github", str(CPU_RUN)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["github-benchmark-memory.json",
-                                                          "github-benchmark-throughput.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "github-benchmark-memory.json",
+        "github-benchmark-throughput.json",
+    ]
 
 
 def test_cli_export_github_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,12 +7,31 @@ import pytest
 FAST = ["--bark-semantic-tokens", "8", "-p", "no:cacheprovider"]
 
 EXTRA_INFO_FIELDS = {
-    "variant": str, "attention": str, "dtype": str, "offload": str, "batch_size": int,
-    "attention_impl": str, "model_source": str, "device": str, "device_name": str,
-    "semantic_max_new_tokens": int, "rounds": int, "warmup_rounds": int, "isolation": str,
-    "peak_memory_bytes": int, "peak_memory_bytes_mean": int, "memory_method": str, "model_memory_bytes": int,
-    "throughput_samples_per_s": float, "audio_seconds": float, "audio_seconds_per_wall_second": float,
-    "worker_latency_mean_s": float, "output_lengths": list, "worker_pid": int, "status": str, "wav_path": str,
+    "variant": str,
+    "attention": str,
+    "dtype": str,
+    "offload": str,
+    "batch_size": int,
+    "attention_impl": str,
+    "model_source": str,
+    "device": str,
+    "device_name": str,
+    "semantic_max_new_tokens": int,
+    "rounds": int,
+    "warmup_rounds": int,
+    "isolation": str,
+    "peak_memory_bytes": int,
+    "peak_memory_bytes_mean": int,
+    "memory_method": str,
+    "model_memory_bytes": int,
+    "throughput_samples_per_s": float,
+    "audio_seconds": float,
+    "audio_seconds_per_wall_second": float,
+    "worker_latency_mean_s": float,
+    "output_lengths": list,
+    "worker_pid": int,
+    "status": str,
+    "wav_path": str,
 }
 
 
@@ -29,17 +48,43 @@ def test_disabled_mode_runs_each_variant_once_and_skips_with_reasons(bench_pytes
 
 def test_benchmark_json_holds_every_extra_info_field(bench_pytester):
     out = bench_pytester.path / "run.json"
-    result = _run(bench_pytester, "--bark-variants", "baseline; attention=sdpa,batch=2", "--bark-rounds", "2",
-                  "--bark-warmup-rounds", "1", f"--benchmark-json={out}", "--bark-wav-dir", "wav")
+    result = _run(
+        bench_pytester,
+        "--bark-variants",
+        "baseline; attention=sdpa,batch=2",
+        "--bark-rounds",
+        "2",
+        "--bark-warmup-rounds",
+        "1",
+        f"--benchmark-json={out}",
+        "--bark-wav-dir",
+        "wav",
+    )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_generate[[]eager-fp32-bs1[]]*", "*test_generate[[]sdpa-fp32-bs2[]]*"])
     # Progress: which variant and round a long run is on.
-    result.stdout.fnmatch_lines([f"[[]barkbench[]] {step}" for step in (
-        "eager-fp32-bs1: warm-up 1/1", "eager-fp32-bs1: round 1/2", "eager-fp32-bs1: round 2/2",
-        "sdpa-fp32-bs2: round 2/2")])
+    result.stdout.fnmatch_lines(
+        [
+            f"[[]barkbench[]] {step}"
+            for step in (
+                "eager-fp32-bs1: warm-up 1/1",
+                "eager-fp32-bs1: round 1/2",
+                "eager-fp32-bs1: round 2/2",
+                "sdpa-fp32-bs2: round 2/2",
+            )
+        ]
+    )
     data = json.loads(out.read_text())
-    assert set(data["machine_info"]["barkbench"]) >= {"torch", "transformers", "optimum", "accelerate",
-                                                       "device", "gpu_name", "gpu_driver", "cuda"}
+    assert set(data["machine_info"]["barkbench"]) >= {
+        "torch",
+        "transformers",
+        "optimum",
+        "accelerate",
+        "device",
+        "gpu_name",
+        "gpu_driver",
+        "cuda",
+    }
     by_id = {b["params"]["bark_variant"]: b for b in data["benchmarks"]}
     assert set(by_id) == {"eager-fp32-bs1", "sdpa-fp32-bs2"}
     for variant_id, bench in by_id.items():
@@ -69,8 +114,16 @@ def test_benchmark_json_holds_every_extra_info_field(bench_pytester):
 
 
 def _peak_of(pytester, out, variants):
-    result = _run(pytester, "--bark-variants", variants, "--bark-rounds", "1", "--bark-warmup-rounds", "0",
-                  f"--benchmark-json={out}")
+    result = _run(
+        pytester,
+        "--bark-variants",
+        variants,
+        "--bark-rounds",
+        "1",
+        "--bark-warmup-rounds",
+        "0",
+        f"--benchmark-json={out}",
+    )
     result.assert_outcomes(passed=len(variants.split(";")))
     data = json.loads(out.read_text())
     return {b["params"]["bark_variant"]: b["extra_info"] for b in data["benchmarks"]}
@@ -87,8 +140,18 @@ def test_a_variant_measures_the_same_after_another_as_alone(bench_pytester):
 
 def test_in_process_mode_is_available_for_debugging(bench_pytester):
     out = bench_pytester.path / "run.json"
-    result = _run(bench_pytester, "--bark-isolation", "off", "--bark-variants", "sdpa", "--bark-rounds", "1",
-                  "--bark-warmup-rounds", "0", f"--benchmark-json={out}")
+    result = _run(
+        bench_pytester,
+        "--bark-isolation",
+        "off",
+        "--bark-variants",
+        "sdpa",
+        "--bark-rounds",
+        "1",
+        "--bark-warmup-rounds",
+        "0",
+        f"--benchmark-json={out}",
+    )
     result.assert_outcomes(passed=1)
     info = json.loads(out.read_text())["benchmarks"][0]["extra_info"]
     assert info["isolation"] == "off" and info["attention_impl"] == "barkbench-sdpa"

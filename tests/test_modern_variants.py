@@ -79,8 +79,15 @@ def test_bad_values_of_the_new_axes_say_how_to_fix_them(spec, message):
 
 def test_modern_group_and_presets():
     ids = [v.id for v in GROUPS["modern"]]
-    assert ids == ["eager-bf16-bs1", "sdpa-bf16-bs1", "flash_attention_2-bf16-bs1", "eager-fp32-compile-bs1",
-                   "sdpa-bf16-compile-bs1", "eager-fp32-int8-bs1", "sdpa-fp32-int8-bs1"]
+    assert ids == [
+        "eager-bf16-bs1",
+        "sdpa-bf16-bs1",
+        "flash_attention_2-bf16-bs1",
+        "eager-fp32-compile-bs1",
+        "sdpa-bf16-compile-bs1",
+        "eager-fp32-int8-bs1",
+        "sdpa-fp32-int8-bs1",
+    ]
     # The blog's groups stay the blog's: no modern variant leaks into them.
     for name in ("blog", "blog-sdpa", "blog-bs1", "blog-bs8"):
         assert all(not v.compile and v.quantization == "none" for v in GROUPS[name]), name
@@ -157,8 +164,13 @@ def test_fa2_on_this_gpu_is_either_runnable_or_names_what_is_missing():
 
 
 def _runner(tiny_source, variant: Variant) -> VariantRunner:
-    spec = RunSpec(source=tiny_source.spec, variant=variant,
-                   workload=Workload(semantic_max_new_tokens=TOKENS), device_type="cpu", fixed_length=True)
+    spec = RunSpec(
+        source=tiny_source.spec,
+        variant=variant,
+        workload=Workload(semantic_max_new_tokens=TOKENS),
+        device_type="cpu",
+        fixed_length=True,
+    )
     return VariantRunner(spec)
 
 
@@ -197,8 +209,9 @@ def test_int8_counts_fewer_weight_bytes_than_fp32(tiny_source):
     linear_fp32 = sum(m.weight.numel() * 4 for m in model.modules() if type(m) is torch.nn.Linear)
     quantized = quantize.apply_dynamic_int8(model)
     assert quantized == sum(1 for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
-    linear_int8 = sum(m.weight().numel() for m in model.modules()
-                      if isinstance(m, torch.ao.nn.quantized.dynamic.Linear))
+    linear_int8 = sum(
+        m.weight().numel() for m in model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+    )
     assert linear_int8 * 4 == linear_fp32
 
 

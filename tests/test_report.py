@@ -49,8 +49,13 @@ def test_load_run_reads_barkbench_fields() -> None:
     assert run.commit == "3f1c2b7a9d"
     assert run.datetime == "2026-11-20T10:12:34.567890+00:00"
     assert [b.variant for b in run.benchmarks] == [
-        "eager-fp32-bs1", "sdpa-fp32-bs1", "sdpa-bf16-bs1", "eager-fp32-offload-bs1",
-        "eager-fp32-bs8", "sdpa-fp32-bs8", "sdpa-bf16-bs8",
+        "eager-fp32-bs1",
+        "sdpa-fp32-bs1",
+        "sdpa-bf16-bs1",
+        "eager-fp32-offload-bs1",
+        "eager-fp32-bs8",
+        "sdpa-fp32-bs8",
+        "sdpa-bf16-bs8",
     ]
     sdpa = run.by_fullname()["bench/test_bark.py::test_generate[sdpa-fp32-bs1]"]
     assert sdpa.name == "test_generate[sdpa-fp32-bs1]"
@@ -96,8 +101,7 @@ def test_foreign_benchmarks_are_ignored_with_a_note() -> None:
     assert len(run.benchmarks) == 5
     assert run.ignored == ("tests/test_misc.py::test_tokenizer_speed",)
     assert run.notes() == [
-        "run-gpu.json: ignored 1 benchmark(s) without barkbench extra_info: "
-        "`tests/test_misc.py::test_tokenizer_speed`"
+        "run-gpu.json: ignored 1 benchmark(s) without barkbench extra_info: `tests/test_misc.py::test_tokenizer_speed`"
     ]
     assert run.machine == "gpu-runner-01 (NVIDIA H100 80GB HBM3)"  # the GPU, not the host CPU
 
@@ -195,8 +199,10 @@ def test_baseline_falls_back_to_first_row_and_says_so(markdown: str) -> None:
     # sdpa-fp16: latency -1/4 = -25 %; memory -120/1200 = -10 %; throughput (1/3 - 1/4)/(1/4) = +33 %; 1.33x
     # offload:   latency +0.6/4 = +15 %; memory -660/1200 = -55 %; throughput (1/4.6)/(1/4) - 1 = -13.04 %;
     #            4/4.6 = 0.8696 -> 0.87x
-    assert ("No eager/fp32/no-offload variant ran at this batch size, so the baseline is the first row, "
-            "`bettertransformer-fp16-bs1`.") in markdown
+    assert (
+        "No eager/fp32/no-offload variant ran at this batch size, so the baseline is the first row, "
+        "`bettertransformer-fp16-bs1`."
+    ) in markdown
     assert "| `bettertransformer-fp16-bs1` (baseline) | ±0 % | ±0 % | ±0 % | 1.00× |" in markdown
     assert "| `sdpa-fp16-bs1` | −25 % | −10 % | +33 % | 1.33× |" in markdown
     assert "| `bettertransformer-fp16-offload-bs1` | +15 % | −55 % | −13 % | 0.87× |" in markdown
@@ -296,8 +302,14 @@ def test_pareto_front_properties(points: list[tuple[int, int]]) -> None:
 
 @pytest.mark.parametrize(
     ("change", "decimals", "text"),
-    [(-0.27, 0, "−27 %"), (0.3699, 0, "+37 %"), (0.0, 0, "±0 %"), (-0.004, 0, "±0 %"), (0.06, 1, "+6.0 %"),
-     (None, 0, "—")],
+    [
+        (-0.27, 0, "−27 %"),
+        (0.3699, 0, "+37 %"),
+        (0.0, 0, "±0 %"),
+        (-0.004, 0, "±0 %"),
+        (0.06, 1, "+6.0 %"),
+        (None, 0, "—"),
+    ],
 )
 def test_format_percent(change: float | None, decimals: int, text: str) -> None:
     assert md.format_percent(change, decimals) == text

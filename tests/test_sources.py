@@ -59,15 +59,19 @@ def test_random_architectures_match_the_checkpoints(arch):
     assert count == pytest.approx(sources.EXPECTED_PARAMETERS[arch], rel=0.005)
     assert sources.parameter_count(model.codec_model) == pytest.approx(14_850_000, rel=0.005)
     layers, heads, hidden = sources.ARCHITECTURES[arch]
-    for sub in (model.config.semantic_config, model.config.coarse_acoustics_config,
-                model.config.fine_acoustics_config):
+    for sub in (model.config.semantic_config, model.config.coarse_acoustics_config, model.config.fine_acoustics_config):
         assert (sub.num_layers, sub.num_heads, sub.hidden_size, sub.block_size) == (layers, heads, hidden, 1024)
 
 
 @pytest.mark.parametrize(
     ("spec", "kind"),
-    [("tiny", "random"), ("random:bark", "random"), ("suno/bark-small", "hub"), ("./models/x", "folder"),
-     ("/abs/path", "folder")],
+    [
+        ("tiny", "random"),
+        ("random:bark", "random"),
+        ("suno/bark-small", "hub"),
+        ("./models/x", "folder"),
+        ("/abs/path", "folder"),
+    ],
 )
 def test_parse_model_source(spec, kind):
     assert sources.parse_model_source(spec).kind == kind

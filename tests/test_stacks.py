@@ -61,9 +61,7 @@ def test_legacy_pins_the_last_transformers_optimum_pair_with_bettertransformer()
     optimum = Version(str(legacy["optimum"].specifier).removeprefix("=="))
     # What the pin promises is what the runtime check accepts, and the extra says the same.
     assert optimum in legacy["optimum"].specifier
-    assert extra("legacy")["optimum"].specifier == extra("legacy")["optimum"].specifier & ",".join(
-        attention.BT_OPTIMUM
-    )
+    assert extra("legacy")["optimum"].specifier == extra("legacy")["optimum"].specifier & ",".join(attention.BT_OPTIMUM)
     assert str(extra("legacy")["transformers"].specifier) == f"<{attention.BT_TRANSFORMERS_BELOW},>=4.48"
     assert "optimum" not in constraints("current") and "optimum" not in extra("current")
 
@@ -126,8 +124,9 @@ def run(checkout: Path, *command: str, fail: dict[str, int] | None = None) -> tu
     log = checkout.parent / "log.txt"
     log.write_text("")
     env = {**os.environ, "FAKE_LOG": str(log), "FAKE_STATUS_DIR": str(status_dir), "CI": "true"}
-    done = subprocess.run(command, cwd=checkout, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        command, cwd=checkout, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+    )
     return done.returncode, log.read_text().splitlines()
 
 

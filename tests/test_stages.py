@@ -155,8 +155,19 @@ def test_gap_tolerance_is_relative_with_an_absolute_floor():
 def test_benchmark_json_carries_stages_and_length_normalized_figures(bench_pytester):
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(
-        "bench", "--bark-semantic-tokens", "8", "-p", "no:cacheprovider", "--bark-variants", "baseline",
-        "--bark-rounds", "2", "--bark-warmup-rounds", "1", "--bark-fixed-length", f"--benchmark-json={out}",
+        "bench",
+        "--bark-semantic-tokens",
+        "8",
+        "-p",
+        "no:cacheprovider",
+        "--bark-variants",
+        "baseline",
+        "--bark-rounds",
+        "2",
+        "--bark-warmup-rounds",
+        "1",
+        "--bark-fixed-length",
+        f"--benchmark-json={out}",
         timeout=600,
     )
     result.assert_outcomes(passed=1)
@@ -183,12 +194,19 @@ def test_report_shows_a_per_stage_table_when_the_results_have_stages():
     from barkbench.results.report import stage_table
 
     def entry(variant, stage_info):
-        extra = {"variant": variant, "attention": "eager", "dtype": "fp32", "offload": "none", "batch_size": 1,
-                 "audio_seconds": 2.0}
+        extra = {
+            "variant": variant,
+            "attention": "eager",
+            "dtype": "fp32",
+            "offload": "none",
+            "batch_size": 1,
+            "audio_seconds": 2.0,
+        }
         if stage_info:
             extra["stages"] = stage_info
-        return BenchmarkResult.from_json({"fullname": f"t[{variant}]", "extra_info": extra,
-                                          "stats": {"mean": 4.0, "stddev": 0.1, "rounds": 2}}, "m")
+        return BenchmarkResult.from_json(
+            {"fullname": f"t[{variant}]", "extra_info": extra, "stats": {"mean": 4.0, "stddev": 0.1, "rounds": 2}}, "m"
+        )
 
     stage_info = {name: {"seconds": 1.0, "peak_memory_bytes": 2_000_000, "tokens": 64} for name in stages.STAGES}
     with_stages, without = entry("eager-fp32-bs1", stage_info), entry("sdpa-fp32-bs1", None)

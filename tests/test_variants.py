@@ -28,8 +28,7 @@ def test_blog_tables_are_reproduced_by_presets():
     ]
     bs8 = GROUPS["blog-bs8"]
     assert all(v.attention == "bettertransformer" and v.batch_size == 8 for v in bs8)
-    assert {(v.dtype, v.offload) for v in bs8} == {("fp32", "none"), ("fp16", "none"), ("fp32", "cpu"),
-                                                   ("fp16", "cpu")}
+    assert {(v.dtype, v.offload) for v in bs8} == {("fp32", "none"), ("fp16", "none"), ("fp32", "cpu"), ("fp16", "cpu")}
     assert PRESETS["fp16"] == Variant(dtype="fp16") and PRESETS["offload"] == Variant(offload="cpu")
 
 
@@ -37,7 +36,11 @@ def test_blog_sdpa_swaps_only_the_attention():
     for blog, sdpa in zip(GROUPS["blog"], GROUPS["blog-sdpa"], strict=True):
         expected = "sdpa" if blog.attention == "bettertransformer" else blog.attention
         assert (sdpa.attention, sdpa.dtype, sdpa.offload, sdpa.batch_size) == (
-            expected, blog.dtype, blog.offload, blog.batch_size)
+            expected,
+            blog.dtype,
+            blog.offload,
+            blog.batch_size,
+        )
 
 
 def test_default_selection_has_no_duplicates():
@@ -87,7 +90,11 @@ def test_cpu_default_leaves_out_only_batch8_fp16_and_says_so():
 
     full = {v.id for v in parse_variants(DEFAULT_VARIANTS)}
     cpu = {v.id for v in default_variants("cpu")}
-    assert full - cpu == {"bettertransformer-fp16-bs8", "sdpa-fp16-bs8", "bettertransformer-fp16-offload-bs8",
-                          "sdpa-fp16-offload-bs8"}
+    assert full - cpu == {
+        "bettertransformer-fp16-bs8",
+        "sdpa-fp16-bs8",
+        "bettertransformer-fp16-offload-bs8",
+        "sdpa-fp16-offload-bs8",
+    }
     assert {v.id for v in default_variants("cuda")} == full
     assert "fp16 at batch 8" in CPU_DEFAULT_NOTE and "--bark-variants" in CPU_DEFAULT_NOTE

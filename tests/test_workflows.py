@@ -14,10 +14,7 @@ import yaml
 from barkbench.cli import build_parser
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / ".github" / "workflows"
-FORK_GUARD = (
-    "github.event_name != 'pull_request' || "
-    "github.event.pull_request.head.repo.full_name == github.repository"
-)
+FORK_GUARD = "github.event_name != 'pull_request' || github.event.pull_request.head.repo.full_name == github.repository"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -81,10 +78,15 @@ def test_gpu_benchmarks_and_gates(gpu: dict[str, Any]) -> None:
     assert "barkbench export-github run.json" in script
     actions = uses(job)
     assert any(step["uses"] == "actions/upload-artifact@v4" for step in actions)
-    tools = {step["with"]["tool"]: step["with"]["output-file-path"] for step in actions
-             if step["uses"] == "benchmark-action/github-action-benchmark@v1"}
-    assert tools == {"customSmallerIsBetter": "github-benchmark-memory.json",
-                     "customBiggerIsBetter": "github-benchmark-throughput.json"}
+    tools = {
+        step["with"]["tool"]: step["with"]["output-file-path"]
+        for step in actions
+        if step["uses"] == "benchmark-action/github-action-benchmark@v1"
+    }
+    assert tools == {
+        "customSmallerIsBetter": "github-benchmark-memory.json",
+        "customBiggerIsBetter": "github-benchmark-throughput.json",
+    }
 
 
 def test_cpu_runs_tests_on_both_stacks(cpu: dict[str, Any]) -> None:

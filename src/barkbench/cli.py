@@ -41,8 +41,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="barkbench", description="Reports and regression gates for barkbench results "
-                                                   "(pytest-benchmark JSON files).")
+    parser = _Parser(
+        prog="barkbench",
+        description="Reports and regression gates for barkbench results (pytest-benchmark JSON files).",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in SUBCOMMANDS.items():

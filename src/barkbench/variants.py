@@ -47,9 +47,7 @@ class Variant:
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
-            raise VariantError(
-                f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTIONS)}"
-            )
+            raise VariantError(f"unknown attention {self.attention!r}; choose one of {', '.join(ATTENTIONS)}")
         if self.dtype not in DTYPES:
             raise VariantError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.offload not in OFFLOADS:
@@ -57,9 +55,7 @@ class Variant:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise VariantError(f"batch must be a positive integer, got {self.batch_size!r}; e.g. batch=8")
         if self.quantization not in QUANTIZATIONS:
-            raise VariantError(
-                f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
-            )
+            raise VariantError(f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
         if not isinstance(self.compile, bool):
             raise VariantError(f"compile must be true or false, got {self.compile!r}")
 
@@ -152,8 +148,9 @@ GROUPS: Mapping[str, tuple[Variant, ...]] = MappingProxyType(
         # The blog's table with barkbench's SDPA in place of BetterTransformer: runs on any transformers.
         "blog-sdpa": tuple(replace(v, attention="sdpa") if v.attention == _BT else v for v in _BLOG),
         "cpu": _presets("baseline", "sdpa", "bf16", "sdpa+bf16", "fp16"),
-        "modern": _presets("bf16", "sdpa+bf16", "flash_attention_2+bf16", "compile", "sdpa+bf16+compile", "int8",
-                           "sdpa+int8"),
+        "modern": _presets(
+            "bf16", "sdpa+bf16", "flash_attention_2+bf16", "compile", "sdpa+bf16+compile", "int8", "sdpa+int8"
+        ),
     }
 )
 

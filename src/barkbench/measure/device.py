@@ -87,8 +87,14 @@ def machine_info() -> dict[str, Any]:
     import torch
 
     kind = device_type()
-    info: dict[str, Any] = {**library_versions(), "device": kind, "gpu_name": None, "gpu_driver": None,
-                            "cuda": None, "gpu_memory_bytes": None}
+    info: dict[str, Any] = {
+        **library_versions(),
+        "device": kind,
+        "gpu_name": None,
+        "gpu_driver": None,
+        "cuda": None,
+        "gpu_memory_bytes": None,
+    }
     if kind == "cuda":
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         info.update(

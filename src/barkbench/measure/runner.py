@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -189,7 +190,8 @@ def _weights_bytes(model: Any) -> int:
 #: Testing hook: ``BARKBENCH_FAIL_VARIANT=<variant id>:oom[,<variant id>:error]`` makes that variant's
 #: generate raise a real ``torch.OutOfMemoryError`` (or RuntimeError) before it runs, so the failure path a GPU
 #: out-of-memory takes (recorded as failed, the next variants still run) can be tested on any machine. No
-#: figure is produced for the failed variant.
+#: figure is produced for the failed variant. ``<variant id>:died`` kills the process with SIGKILL instead, as
+#: the kernel's OOM killer would (in a worker process only: in-process, it would kill pytest).
 FAIL_VARIANT_ENV = "BARKBENCH_FAIL_VARIANT"
 
 
@@ -206,5 +208,9 @@ def _raise_injected_failure(variant_id: str) -> None:
             raise torch.OutOfMemoryError(message)
         if kind == "error":
             raise RuntimeError(message)
-        raise ValueError(f"{FAIL_VARIANT_ENV}: unknown failure kind {kind!r} in {item!r}; use <variant id>:oom "
-                         "or <variant id>:error")
+        if kind == "died":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise ValueError(
+            f"{FAIL_VARIANT_ENV}: unknown failure kind {kind!r} in {item!r}; use <variant id>:oom, "
+            "<variant id>:error or <variant id>:died"
+        )

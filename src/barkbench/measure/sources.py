@@ -124,8 +124,9 @@ def _fingerprint(arch: str) -> str:
 
     # The folder depends on the config and on the transformers major version that wrote it (formats moved
     # between 4.x and 5.x); rebuilding is cheap, mixing is not.
-    blob = json.dumps({"arch": ARCHITECTURES[arch], "seed": 0, "tf": transformers.__version__.split(".")[0],
-                       "codebooks": "randn"})
+    blob = json.dumps(
+        {"arch": ARCHITECTURES[arch], "seed": 0, "tf": transformers.__version__.split(".")[0], "codebooks": "randn"}
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

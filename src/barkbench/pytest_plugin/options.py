@@ -82,9 +82,7 @@ def add_options(parser: pytest.Parser) -> None:
         help=f"variants to run (repeatable; ';' separates items): presets/groups such as baseline, sdpa, "
         f"blog, blog-sdpa, or ad hoc attention=sdpa,dtype=bf16,offload=cpu,batch=8. Default: {DEFAULT_VARIANTS}",
     )
-    group.addoption(
-        "--bark-rounds", type=parse_rounds, default=None, help="measured rounds per variant (default: 3)"
-    )
+    group.addoption("--bark-rounds", type=parse_rounds, default=None, help="measured rounds per variant (default: 3)")
     group.addoption(
         "--bark-warmup-rounds",
         type=parse_warmup_rounds,

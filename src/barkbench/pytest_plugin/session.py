@@ -93,9 +93,7 @@ class BenchConfig:
 class Progress:
     """One terminal line per loaded variant and per round, so a long run shows where it is."""
 
-    def __init__(
-        self, config: pytest.Config | None, variant_id: str, warmup: int, rounds: int, enabled: bool
-    ) -> None:
+    def __init__(self, config: pytest.Config | None, variant_id: str, warmup: int, rounds: int, enabled: bool) -> None:
         self._reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
         self._capture = config.pluginmanager.get_plugin("capturemanager") if config else None
         self._variant_id = variant_id
@@ -245,9 +243,7 @@ class BarkBench:
             )
             if info.compiled or info.quantized_linear:
                 benchmark.extra_info.update(compiled=list(info.compiled), quantized_linear=info.quantized_linear)
-            benchmark.pedantic(
-                one_round, setup=setup, rounds=cfg.rounds, warmup_rounds=cfg.warmup_rounds, iterations=1
-            )
+            benchmark.pedantic(one_round, setup=setup, rounds=cfg.rounds, warmup_rounds=cfg.warmup_rounds, iterations=1)
             if cfg.wav_dir:
                 wav = Path(cfg.wav_dir).resolve() / f"{variant.id}.wav"
                 wav.parent.mkdir(parents=True, exist_ok=True)

@@ -115,8 +115,11 @@ def _parse(data: Mapping[str, Any], path: Path, fix: str) -> Iterable[Limit]:
             for variant, limits in variants.items():
                 where = f'["{source}"."{device}"."{variant}"]'
                 if not isinstance(limits, Mapping):
-                    raise fail(where, 'is not a table; limits go in a table keyed by source, device kind and '
-                               'variant id, e.g. ["*".cuda."*-offload-bs1"] peak_memory_ratio = 0.45')
+                    raise fail(
+                        where,
+                        "is not a table; limits go in a table keyed by source, device kind and "
+                        'variant id, e.g. ["*".cuda."*-offload-bs1"] peak_memory_ratio = 0.45',
+                    )
                 unknown = sorted(set(limits) - _ALLOWED_KEYS)
                 if unknown:
                     allowed = ", ".join(sorted(_ALLOWED_KEYS))
@@ -194,9 +197,7 @@ class Verdict:
     def message(self) -> str:
         limit, m = self.limit, self.measurement
         where = f"{m.label} {limit.metric}"
-        rule = (
-            f"<= {limit.value:.3f} x baseline" if limit.kind == "ratio" else f"<= {limit.value:.1f} MB"
-        )
+        rule = f"<= {limit.value:.3f} x baseline" if limit.kind == "ratio" else f"<= {limit.value:.1f} MB"
         source = f"[{limit.table} in {limit.origin or 'budgets'}]"
         if self.status == "no-figure":
             return f"budget not checked: {where} {rule}: the run recorded no {METRICS[limit.metric]} {source}"
@@ -230,9 +231,7 @@ def _baseline_id(variant: Variant) -> str:
 def check(measurements: Iterable[Measurement], budgets: Budgets) -> list[Verdict]:
     """Every applicable limit of ``budgets`` against every measurement, baselines taken from the same list."""
     measured = list(measurements)
-    baselines = {
-        (m.source, m.device, m.variant.batch_size): m for m in measured if m.variant.is_baseline
-    }
+    baselines = {(m.source, m.device, m.variant.batch_size): m for m in measured if m.variant.is_baseline}
     # Weights and the loaded model do not depend on the batch size: any baseline of the run will do for them
     # (the smallest batch first), so e.g. the blog's batch-8 rows are checked against its batch-1 baseline.
     any_batch: dict[tuple[str, str], Measurement] = {}

@@ -102,8 +102,9 @@ def parse_threshold(text: str) -> float:
     if percent:
         return number / 100
     if number > 1:
-        raise OptionError(f"threshold {text!r} is a fraction above 1 (more than 100 %); write {raw}% if you "
-                          f"mean {raw} percent")
+        raise OptionError(
+            f"threshold {text!r} is a fraction above 1 (more than 100 %); write {raw}% if you mean {raw} percent"
+        )
     return number
 
 
@@ -118,8 +119,9 @@ def parse_fail_on(text: str) -> Gate:
     """``memory:5%`` -> Gate(memory, 0.05)."""
     metric, sep, threshold = text.partition(":")
     if not sep or not metric.strip() or not threshold.strip():
-        raise OptionError(f"--fail-on {text!r} must be METRIC:THRESHOLD, e.g. memory:5% "
-                          f"(metrics: {', '.join(METRICS)})")
+        raise OptionError(
+            f"--fail-on {text!r} must be METRIC:THRESHOLD, e.g. memory:5% (metrics: {', '.join(METRICS)})"
+        )
     return Gate(parse_metric(metric), parse_threshold(threshold))
 
 
@@ -150,8 +152,14 @@ class Check:
 
     def row(self) -> list[str]:
         render = self.metric.render
-        return [f"`{self.name}`", self.metric.label, render(self.base), render(self.new),
-                md.format_percent(self.change, decimals=1), self.verdict]
+        return [
+            f"`{self.name}`",
+            self.metric.label,
+            render(self.base),
+            render(self.new),
+            md.format_percent(self.change, decimals=1),
+            self.verdict,
+        ]
 
 
 def judge(metric: Metric, base: float | None, new: float | None, threshold: float | None) -> str:
@@ -198,14 +206,18 @@ class Comparison:
 def compare_runs(base: Run, new: Run, gates: Sequence[Gate], allow_missing: bool = False) -> Comparison:
     """Check every BASE benchmark against NEW on the gated metrics (all metrics, ungated, when none given)."""
     if not base.benchmarks:
-        raise ResultsError(f"{base.path}: no barkbench benchmarks to compare against; "
-                           f"pass a run written by `pytest bench/ --benchmark-json=FILE`")
+        raise ResultsError(
+            f"{base.path}: no barkbench benchmarks to compare against; "
+            f"pass a run written by `pytest bench/ --benchmark-json=FILE`"
+        )
     new_by_name = new.by_fullname()
     missing = tuple(b.fullname for b in base.benchmarks if b.fullname not in new_by_name)
     if missing and not allow_missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise MissingBenchmarkError(f"{len(missing)} benchmark(s) of {base.path} missing in {new.path}: "
-                                    f"{shown}; pass --allow-missing to skip them")
+        raise MissingBenchmarkError(
+            f"{len(missing)} benchmark(s) of {base.path} missing in {new.path}: "
+            f"{shown}; pass --allow-missing to skip them"
+        )
     thresholds: dict[str, float | None] = {g.metric.name: g.threshold for g in gates}
     if not thresholds:
         thresholds = dict.fromkeys(METRICS)
@@ -253,13 +265,21 @@ def _option(parse: Callable[[str], Gate]) -> Callable[[str], Gate]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("base", type=Path, metavar="BASE.json", help="the reference run")
     parser.add_argument("new", type=Path, metavar="NEW.json", help="the run to check")
-    parser.add_argument("--fail-on", action="append", default=[], type=_option(parse_fail_on),
-                        metavar="METRIC:THRESHOLD",
-                        help=f"fail when METRIC gets worse by more than THRESHOLD (5%% or 0.05); "
-                        f"repeatable. Metrics: {', '.join(METRICS)}. Without it every metric is shown and "
-                        f"nothing is gated")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="skip BASE benchmarks absent from NEW instead of failing with exit status 2")
+    parser.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        type=_option(parse_fail_on),
+        metavar="METRIC:THRESHOLD",
+        help=f"fail when METRIC gets worse by more than THRESHOLD (5%% or 0.05); "
+        f"repeatable. Metrics: {', '.join(METRICS)}. Without it every metric is shown and "
+        f"nothing is gated",
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="skip BASE benchmarks absent from NEW instead of failing with exit status 2",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -69,8 +69,10 @@ def output_paths(prefix: Path) -> dict[str, Path]:
 def export_github(run: Run, prefix: Path) -> dict[str, Path]:
     """Write ``PREFIX-memory.json`` and ``PREFIX-throughput.json``; return them by series name."""
     if not run.benchmarks:
-        raise ResultsError(f"{run.path}: no barkbench benchmarks to export; "
-                           f"pass a run written by `pytest bench/ --benchmark-json=FILE`")
+        raise ResultsError(
+            f"{run.path}: no barkbench benchmarks to export; "
+            f"pass a run written by `pytest bench/ --benchmark-json=FILE`"
+        )
     paths = output_paths(prefix)
     for series in SERIES:
         path = paths[series.suffix]
@@ -85,9 +87,14 @@ def export_github(run: Run, prefix: Path) -> dict[str, Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_file", type=Path, metavar="RUN.json", help="a pytest-benchmark JSON file")
-    parser.add_argument("--output", type=Path, default=Path(DEFAULT_PREFIX), metavar="PREFIX",
-                        help=f"writes PREFIX-memory.json (tool: customSmallerIsBetter) and "
-                        f"PREFIX-throughput.json (tool: customBiggerIsBetter); default: {DEFAULT_PREFIX}")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path(DEFAULT_PREFIX),
+        metavar="PREFIX",
+        help=f"writes PREFIX-memory.json (tool: customSmallerIsBetter) and "
+        f"PREFIX-throughput.json (tool: customBiggerIsBetter); default: {DEFAULT_PREFIX}",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

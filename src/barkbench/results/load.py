@@ -21,8 +21,7 @@ from typing import Any
 from barkbench.results import markdown as md
 from barkbench.results.schema import BYTES_PER_MB, IDENTITY_KEYS, Figures, _float, _str, is_baseline
 
-_FIX = ("pass a file written by `pytest bench/ --benchmark-json=FILE` or autosaved as "
-        ".benchmarks/*/NNNN_*.json")
+_FIX = "pass a file written by `pytest bench/ --benchmark-json=FILE` or autosaved as .benchmarks/*/NNNN_*.json"
 _BATCH_IN_ID = re.compile(r"-bs\d+$")
 
 
@@ -184,8 +183,7 @@ class BenchmarkResult:
 
     # -- rendering ------------------------------------------------------------------------------------------
 
-    ABSOLUTE_HEADERS = ("Variant", "Latency mean (s)", "Peak memory (MB)", "Throughput (samples/s)",
-                        "Audio s / wall s")
+    ABSOLUTE_HEADERS = ("Variant", "Latency mean (s)", "Peak memory (MB)", "Throughput (samples/s)", "Audio s / wall s")
     RELATIVE_HEADERS = ("Variant", "Latency", "Peak memory", "Throughput", "Speed-up")
 
     def absolute_row(self) -> list[str]:
@@ -209,9 +207,7 @@ class BenchmarkResult:
             label,
             md.format_percent(md.relative_change(latency, base_latency)),
             md.format_percent(md.relative_change(self.peak_memory_bytes, baseline.peak_memory_bytes)),
-            md.format_percent(
-                md.relative_change(self.throughput_samples_per_s, baseline.throughput_samples_per_s)
-            ),
+            md.format_percent(md.relative_change(self.throughput_samples_per_s, baseline.throughput_samples_per_s)),
             md.MISSING if speedup is None else f"{speedup:.2f}×",
         ]
 
@@ -252,8 +248,7 @@ class Run:
         if not self.ignored:
             return []
         names = ", ".join(f"`{n}`" for n in self.ignored)
-        return [f"{self.path.name}: ignored {len(self.ignored)} benchmark(s) without barkbench extra_info: "
-                f"{names}"]
+        return [f"{self.path.name}: ignored {len(self.ignored)} benchmark(s) without barkbench extra_info: {names}"]
 
 
 def machine_label(machine_info: Mapping[str, Any]) -> str:
@@ -263,8 +258,7 @@ def machine_label(machine_info: Mapping[str, Any]) -> str:
     ours = ours if isinstance(ours, Mapping) else {}
     cpu = machine_info.get("cpu")
     cpu_brand = cpu.get("brand_raw") if isinstance(cpu, Mapping) else None
-    hardware = (ours.get("gpu_name") or cpu_brand or machine_info.get("processor")
-                or machine_info.get("machine"))
+    hardware = ours.get("gpu_name") or cpu_brand or machine_info.get("processor") or machine_info.get("machine")
     return f"{node} ({hardware})" if hardware else node
 
 

@@ -59,9 +59,7 @@ def thousands(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
-def table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Collection[int] | None = None
-) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Collection[int] | None = None) -> str:
     """A GitHub-flavoured Markdown table. ``numeric`` columns (default: all but the first) are right-aligned
     so that digits line up."""
     numeric = range(1, len(headers)) if numeric is None else numeric

@@ -25,9 +25,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     remaining points are the trade-offs worth choosing between.
     """
     front = [
-        i
-        for i, (x, y) in enumerate(points)
-        if not any(ox <= x and oy <= y and (ox < x or oy < y) for ox, oy in points)
+        i for i, (x, y) in enumerate(points) if not any(ox <= x and oy <= y and (ox < x or oy < y) for ox, oy in points)
     ]
     return sorted(front, key=lambda i: points[i])
 
@@ -45,14 +43,27 @@ def latency_vs_memory(results: Sequence[BenchmarkResult], title: str, path: Path
     ax = fig.add_subplot()
     for i, (result, (x, y)) in enumerate(zip(usable, points, strict=True)):
         on_front = i in front
-        ax.scatter([x], [y], s=60 if on_front else 36, marker="o" if on_front else "x",
-                   color="tab:red" if on_front else "tab:blue", zorder=3)
+        ax.scatter(
+            [x],
+            [y],
+            s=60 if on_front else 36,
+            marker="o" if on_front else "x",
+            color="tab:red" if on_front else "tab:blue",
+            zorder=3,
+        )
         ax.annotate(result.variant, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=8)
     ordered = [points[i] for i in pareto_front(points)]
     if ordered:
         # Drawn as a staircase: between two front points, nothing better than the worse of them is reachable.
-        ax.step([p[0] for p in ordered], [p[1] for p in ordered], where="post", color="tab:red",
-                linestyle="--", linewidth=1.2, label="Pareto front (lower is better on both)")
+        ax.step(
+            [p[0] for p in ordered],
+            [p[1] for p in ordered],
+            where="post",
+            color="tab:red",
+            linestyle="--",
+            linewidth=1.2,
+            label="Pareto front (lower is better on both)",
+        )
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xlabel("latency per generate call, mean (s)")
     ax.set_ylabel("peak memory (MB)")

@@ -65,14 +65,21 @@ class Group:
         return f"`{self.model_source}` on {device}, batch size {self.batch_size}"
 
     def to_markdown(self, plot_file: str | None = None) -> str:
-        parts = [f"### {self.title}", "", md.table(BenchmarkResult.ABSOLUTE_HEADERS,
-                                                   [r.absolute_row() for r in self.results])]
+        parts = [
+            f"### {self.title}",
+            "",
+            md.table(BenchmarkResult.ABSOLUTE_HEADERS, [r.absolute_row() for r in self.results]),
+        ]
         baseline = self.baseline
         if baseline is not None:
             # The baseline first, as in the blog's tables; the others keep the order they ran in.
             ordered = [baseline, *(r for r in self.succeeded if r is not baseline)]
-            parts += ["", self.caption(baseline), "",
-                      md.table(BenchmarkResult.RELATIVE_HEADERS, [r.relative_row(baseline) for r in ordered])]
+            parts += [
+                "",
+                self.caption(baseline),
+                "",
+                md.table(BenchmarkResult.RELATIVE_HEADERS, [r.relative_row(baseline) for r in ordered]),
+            ]
         else:
             parts += ["", "_No variant succeeded in this group, so there is nothing to compare._"]
         stage_part = stage_table(self.succeeded)
@@ -89,10 +96,14 @@ class Group:
         if baseline.is_reference_baseline:
             which = f"Relative to the baseline `{baseline.variant}` (eager attention, fp32, no offload)."
         else:
-            which = (f"No eager/fp32/no-offload variant ran at this batch size, so the baseline is the first "
-                     f"row, `{baseline.variant}`.")
-        return (f"{which} Negative latency and memory changes are improvements; so is positive throughput. "
-                f"Speed-up is baseline latency / variant latency.")
+            which = (
+                f"No eager/fp32/no-offload variant ran at this batch size, so the baseline is the first "
+                f"row, `{baseline.variant}`."
+            )
+        return (
+            f"{which} Negative latency and memory changes are improvements; so is positive throughput. "
+            f"Speed-up is baseline latency / variant latency."
+        )
 
 
 _STAGE_CAPTION = (
@@ -109,8 +120,14 @@ def stage_table(results: Sequence[BenchmarkResult]) -> str | None:
     if not rows:
         return None
     names = [stage[0] for stage in rows[0].stages]
-    headers = ("Variant", *(f"{n} s" for n in names), "semantic tok/s", "coarse tok/s",
-               "peak MB " + " / ".join(names), "RTF")
+    headers = (
+        "Variant",
+        *(f"{n} s" for n in names),
+        "semantic tok/s",
+        "coarse tok/s",
+        "peak MB " + " / ".join(names),
+        "RTF",
+    )
     cells = []
     for r in rows:
         by_name = {name: (seconds, peak, tokens) for name, seconds, peak, tokens in r.stages}
@@ -123,9 +140,16 @@ def stage_table(results: Sequence[BenchmarkResult]) -> str | None:
 
         peaks = " / ".join(md.thousands(_mb(by_name.get(n, (None, None, None))[1])) for n in names)
         rtf = r.latency_mean / r.audio_seconds if r.latency_mean and r.audio_seconds else None
-        cells.append([f"`{r.variant}`", *(md.significant(by_name.get(n, (None,))[0]) for n in names),
-                      md.significant(rate("semantic")), md.significant(rate("coarse")), peaks,
-                      md.significant(rtf)])
+        cells.append(
+            [
+                f"`{r.variant}`",
+                *(md.significant(by_name.get(n, (None,))[0]) for n in names),
+                md.significant(rate("semantic")),
+                md.significant(rate("coarse")),
+                peaks,
+                md.significant(rtf),
+            ]
+        )
     return "\n".join([_STAGE_CAPTION, "", md.table(headers, cells)])
 
 
@@ -173,13 +197,18 @@ def runs_table(runs: Sequence[Run]) -> str:
     rows = []
     for run in runs:
         sw = run.software
-        rows.append([
-            f"`{run.path.name}`", run.machine, str(sw.get("device") or md.MISSING),
-            str(sw.get("torch") or md.MISSING), str(sw.get("transformers") or md.MISSING),
-            f"`{run.commit}`", run.datetime or md.MISSING,
-        ])
-    return md.table(("Run", "Machine", "Device", "torch", "transformers", "Commit", "Date"), rows,
-                    numeric=())
+        rows.append(
+            [
+                f"`{run.path.name}`",
+                run.machine,
+                str(sw.get("device") or md.MISSING),
+                str(sw.get("torch") or md.MISSING),
+                str(sw.get("transformers") or md.MISSING),
+                f"`{run.commit}`",
+                run.datetime or md.MISSING,
+            ]
+        )
+    return md.table(("Run", "Machine", "Device", "torch", "transformers", "Commit", "Date"), rows, numeric=())
 
 
 def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
@@ -188,8 +217,10 @@ def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
     groups = group_results(results)
     if not groups:
         names = ", ".join(str(run.path) for run in runs)
-        raise ResultsError(f"{names}: no barkbench benchmarks in the file(s); "
-                           f"run `pytest bench/ --benchmark-json=FILE` to produce some")
+        raise ResultsError(
+            f"{names}: no barkbench benchmarks in the file(s); "
+            f"run `pytest bench/ --benchmark-json=FILE` to produce some"
+        )
     namer = _FileNamer()
     files: list[Path] = []
     lines = ["# Bark benchmark report", "", _INTRO, "", "## Runs", "", runs_table(runs)]
@@ -202,20 +233,25 @@ def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
             section = (group.model_source, group.device)
             lines += ["", f"Model `{group.model_source}` on {group.device}."]
             if output_dir is not None:
-                same = [r for g in groups if (g.machine, g.model_source, g.device) == (machine, *section)
-                        for r in g.results]
+                same = [
+                    r for g in groups if (g.machine, g.model_source, g.device) == (machine, *section) for r in g.results
+                ]
                 path = output_dir / namer(f"throughput-{short[machine]}-{group.model_source}-{group.device}")
-                plots.throughput_vs_batch(same, f"Throughput vs batch size: {group.model_source}, "
-                                                f"{group.device}\n{machine}", path)
+                plots.throughput_vs_batch(
+                    same, f"Throughput vs batch size: {group.model_source}, {group.device}\n{machine}", path
+                )
                 files.append(path)
                 alt = f"Throughput vs batch size, {group.model_source} on {group.device}"
                 lines += ["", f"![{alt}]({path.name})"]
         plot_file = None
         if output_dir is not None and group.succeeded:
             path = output_dir / namer(
-                f"latency-memory-{short[machine]}-{group.model_source}-{group.device}-bs{group.batch_size}")
-            title = (f"Latency vs peak memory: {group.model_source}, {group.device}, "
-                     f"batch size {group.batch_size}\n{machine}")
+                f"latency-memory-{short[machine]}-{group.model_source}-{group.device}-bs{group.batch_size}"
+            )
+            title = (
+                f"Latency vs peak memory: {group.model_source}, {group.device}, "
+                f"batch size {group.batch_size}\n{machine}"
+            )
             plots.latency_vs_memory(group.succeeded, title, path)
             files.append(path)
             plot_file = path.name
@@ -251,11 +287,20 @@ class _FileNamer:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.json",
-                        help="pytest-benchmark JSON files (--benchmark-json or .benchmarks/*/NNNN_*.json); "
-                        "runs from several machines are grouped per machine")
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
-                        help=f"where report.md and the PNGs go (default: {DEFAULT_OUTPUT_DIR}/)")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        type=Path,
+        metavar="RUN.json",
+        help="pytest-benchmark JSON files (--benchmark-json or .benchmarks/*/NNNN_*.json); "
+        "runs from several machines are grouped per machine",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_OUTPUT_DIR,
+        help=f"where report.md and the PNGs go (default: {DEFAULT_OUTPUT_DIR}/)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="write only report.md")
 
 

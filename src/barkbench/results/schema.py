@@ -176,9 +176,7 @@ LATENCY = Metric("latency", "latency_mean", "latency mean", "s", "lower")
 AUDIO_RATE = Metric("audio_rate", "audio_seconds_per_wall_second", "audio s / wall s", "", "higher")
 
 #: Every metric, by name.
-METRICS: dict[str, Metric] = {
-    m.name: m for m in (PEAK_MEMORY, MODEL_MEMORY, WEIGHTS, THROUGHPUT, LATENCY, AUDIO_RATE)
-}
+METRICS: dict[str, Metric] = {m.name: m for m in (PEAK_MEMORY, MODEL_MEMORY, WEIGHTS, THROUGHPUT, LATENCY, AUDIO_RATE)}
 
 
 def _float(value: Any) -> float | None:
