@@ -1,9 +1,9 @@
 import pytest
-import torch
 from transformers.models.bark.modeling_bark import BarkSelfAttention
 
-from barkbench.measure import sources
+from barkbench.measure import optimize, sources
 from barkbench.measure.optimize import attention
+from barkbench.variants import Variant
 
 
 @pytest.fixture()
@@ -11,49 +11,33 @@ def tiny_model(tiny_source):
     return sources.load_model(tiny_source).eval()
 
 
-def test_sdpa_swap_reaches_every_attention_and_nothing_else(tiny_model):
-    attentions = [m for m in tiny_model.modules() if isinstance(m, BarkSelfAttention)]
-    # 2 layers in each of the semantic, coarse and fine sub-models.
-    assert len(attentions) == 6
-    before = {name: type(m) for name, m in tiny_model.named_modules()}
-    untouched = {name: m.forward for name, m in tiny_model.named_modules()}
+def test_sdpa_variant_loads_barkbench_sdpa_into_every_bark_attention_and_nothing_else(tiny_source, tiny_model):
+    from barkbench.sdpa import BarkSdpaSelfAttention
 
-    assert attention.apply_sdpa(tiny_model) == 6
-
-    for name, module in tiny_model.named_modules():
-        assert type(module) is before[name]  # no module replaced, weights stay where they were
+    prepared = optimize.prepare_model(tiny_source, Variant(attention="sdpa"), "cpu")
+    assert prepared.attention_impl == "barkbench-sdpa"
+    assert prepared.attention_modules == attention.attention_summary(prepared.model) == {"sdpa": 6}
+    eager_modules = dict(tiny_model.named_modules())
+    for name, module in prepared.model.named_modules():
         if isinstance(module, BarkSelfAttention):
-            assert getattr(module, attention.MARK) == "sdpa"
-            assert module._attn.__func__ is attention._sdpa_attn
+            # 2 layers in each of the semantic, coarse and fine sub-models; same parameters as eager's.
+            assert type(module) is BarkSdpaSelfAttention, name
         else:
-            assert not hasattr(module, attention.MARK), name
-            assert "_attn" not in vars(module), name
-            assert module.forward == untouched[name]
-    assert attention.attention_summary(tiny_model) == {"sdpa": 6}
+            # The codec and the rest are as eager builds them (by name: weight-normed convolutions get a class each).
+            assert type(module).__name__ == type(eager_modules[name]).__name__, name
+    assert {n: p.shape for n, p in prepared.model.named_parameters()} == {
+        n: p.shape for n, p in tiny_model.named_parameters()
+    }
+    # The variant does not change what a plain load gets afterwards in the same process.
+    assert attention.attention_summary(sources.load_model(tiny_source)) == {"BarkSelfAttention": 6}
 
 
-def test_sdpa_matches_eager_scores_causal_and_cached():
-    torch.manual_seed(0)
-    from transformers import BarkSemanticConfig
-
-    config = BarkSemanticConfig(num_layers=1, num_heads=2, hidden_size=16, block_size=64, bias=False)
-    eager = BarkSelfAttention(config, is_causal=True).eval()
-    q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
-    expected, _ = eager._attn(q, k, v)
-    attention.apply_sdpa(eager)
-    got, weights = eager._attn(q, k, v)
-    assert weights is None
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
-    # One-token query against a cache: attends to every key, like the eager mask's last row.
-    q1 = q[:, :, -1:]
-    attention.apply_sdpa(eager)
-    fresh = BarkSelfAttention(config, is_causal=True).eval()
-    torch.testing.assert_close(eager._attn(q1, k, v)[0], fresh._attn(q1, k, v)[0], atol=1e-6, rtol=1e-5)
-
-
-def test_sdpa_refuses_a_model_without_bark_attention():
-    with pytest.raises(attention.AttentionUnavailable, match="no BarkSelfAttention"):
-        attention.apply_sdpa(torch.nn.Linear(2, 2))
+def test_sdpa_and_flash_attention_2_are_chosen_at_load_time():
+    assert attention.load_kwargs(Variant(attention="sdpa")) == {"attn_implementation": "sdpa"}
+    assert attention.load_kwargs(Variant(attention="flash_attention_2", dtype="fp16")) == {
+        "attn_implementation": "flash_attention_2"
+    }
+    assert attention.load_kwargs(Variant()) == {}
 
 
 def test_flash_attention_2_reason_names_what_is_missing():

@@ -169,11 +169,7 @@ def sdpa_attention(
 
 
 def _bark_model_classes() -> list[type[PreTrainedModel]]:
-    return [
-        cls
-        for cls in vars(_bark).values()
-        if isinstance(cls, type) and issubclass(cls, _bark.BarkPreTrainedModel)
-    ]
+    return [cls for cls in vars(_bark).values() if isinstance(cls, type) and issubclass(cls, _bark.BarkPreTrainedModel)]
 
 
 def sync_attention_modules(model: torch.nn.Module) -> int:
@@ -257,9 +253,10 @@ def register() -> None:
     _bark.BARK_ATTENTION_CLASSES[NAME] = BarkSdpaSelfAttention
     for cls in _bark_model_classes():
         cls._supports_sdpa = True
-        # transformers 5 decides by reading the module's source whether a model can switch attention at run time;
-        # Bark's cannot be read that way, so the answer is given (the cache attribute it looks up first).
-        cls._can_set_attn_implementation_cached_value = True
+        # transformers 5 decides whether a model can switch attention at run time by searching its module's source
+        # for AttentionInterface use; Bark has none, so it would refuse. Here the switch is sync_attention_modules,
+        # so the answer is given in the attribute that heuristic caches its answer in (and reads first).
+        cls._can_set_attn_implementation_cached_value = True  # type: ignore[attr-defined]
         cls.set_attn_implementation = _set_attn_implementation  # type: ignore[method-assign]
     _keep_eager_default()
     if not getattr(_bark.BarkModel.__init__, "_barkbench_sdpa", False):
@@ -287,8 +284,9 @@ def _keep_eager_default() -> None:
     base = _bark.BarkPreTrainedModel
     if hasattr(PreTrainedModel, "get_correct_attn_implementation"):  # transformers 5
 
-        def get_correct_attn_implementation(self: PreTrainedModel, requested_attention: str | None,
-                                            is_init_check: bool = False) -> str:
+        def get_correct_attn_implementation(
+            self: PreTrainedModel, requested_attention: str | None, is_init_check: bool = False
+        ) -> str:
             requested = "eager" if requested_attention is None else requested_attention
             return PreTrainedModel.get_correct_attn_implementation(self, requested, is_init_check)
 
@@ -298,6 +296,7 @@ def _keep_eager_default() -> None:
         def _check_and_enable_sdpa(cls: type[PreTrainedModel], config: Any, hard_check_only: bool = False) -> Any:
             if not hard_check_only:
                 return config
-            return PreTrainedModel._check_and_enable_sdpa.__func__(cls, config, hard_check_only=True)  # type: ignore[attr-defined]
+            check = PreTrainedModel._check_and_enable_sdpa.__func__  # type: ignore[attr-defined,unused-ignore]
+            return check(cls, config, hard_check_only=True)
 
-        base._check_and_enable_sdpa = classmethod(_check_and_enable_sdpa)  # type: ignore[method-assign,assignment]
+        base._check_and_enable_sdpa = classmethod(_check_and_enable_sdpa)  # type: ignore[attr-defined,unused-ignore]

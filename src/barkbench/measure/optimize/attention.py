@@ -1,23 +1,20 @@
-"""The attention axis: eager, barkbench's own SDPA swap, optimum's BetterTransformer, FlashAttention-2.
+"""The attention axis: eager, barkbench's SDPA, optimum's BetterTransformer, FlashAttention-2.
 
 transformers never shipped SDPA for Bark and removed ``to_bettertransformer()`` in v5; optimum 2 removed
-BetterTransformer. What BetterTransformer does to Bark is small: each ``BarkSelfAttention`` keeps its weights and
-only ``_attn`` (the score computation) becomes ``F.scaled_dot_product_attention``. ``apply_sdpa`` does exactly
-that, on any transformers version, so the current stack can still measure the blog's headline optimization.
+BetterTransformer. ``sdpa`` is :mod:`barkbench.sdpa`: Bark's attention through ``F.scaled_dot_product_attention``,
+loaded as ``attn_implementation="sdpa"`` on any transformers version, exact against eager for every mask, cache
+and output option, and on Bark's own ``generate`` path the same kernel calls BetterTransformer makes — so the
+current stack can still measure the blog's headline optimization.
 """
 
 from __future__ import annotations
 
-import types
 from typing import TYPE_CHECKING, Any
 
 from barkbench.variants import Variant
 
 if TYPE_CHECKING:
     import torch
-
-#: Attribute set on each swapped module; the tests and reports read it.
-MARK = "_barkbench_attention"
 
 #: The stack optimum's BetterTransformer needs. 1.27 is the last optimum with ``optimum.bettertransformer``
 #: (2.x removed it) and it refuses transformers >= 4.49 at import; 1.23-1.27 all handle Bark the same way.
@@ -31,54 +28,6 @@ BT_REQUIREMENT = (
 
 class AttentionUnavailable(RuntimeError):
     """The requested attention cannot run with the installed libraries; the message says what is missing."""
-
-
-def _sdpa_attn(
-    self: Any,  # a BarkSelfAttention: its is_causal and dropout are plain attributes
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    head_mask: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, None]:
-    import torch.nn.functional as F
-
-    if head_mask is not None:
-        raise ValueError("barkbench's SDPA attention does not support head_mask; use attention=eager")
-    # With a KV cache the query is the last token alone: SDPA's is_causal would mask everything but the first
-    # key (it aligns top-left), so a single-token query attends to all keys instead — what the eager mask does.
-    is_causal = bool(self.is_causal) and query.shape[2] != 1
-    # SDPA's default scale is 1/sqrt(head_dim), the eager path's. The attention mask is not used, like
-    # optimum's BetterTransformer: Bark only uses it to fill pad tokens before the model, and the semantic
-    # model's padding is part of its fixed-length text prompt.
-    output = F.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=None,
-        dropout_p=self.dropout if self.training else 0.0,
-        is_causal=is_causal,
-    )
-    return output, None
-
-
-def _bark_attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    from transformers.models.bark.modeling_bark import BarkSelfAttention
-
-    # Exact class: the flash-attention subclass has its own forward and must not be touched.
-    return [(name, m) for name, m in model.named_modules() if type(m) is BarkSelfAttention]
-
-
-def apply_sdpa(model: torch.nn.Module) -> int:
-    """Replace the score computation of every Bark self-attention with SDPA; returns how many were swapped."""
-    modules = _bark_attention_modules(model)
-    if not modules:
-        raise AttentionUnavailable("no BarkSelfAttention module found to swap; is this a Bark model?")
-    for _, module in modules:
-        # Instance attribute: shadows the class's _attn for this module only.
-        setattr(module, "_attn", types.MethodType(_sdpa_attn, module))  # noqa: B010
-        setattr(module, MARK, "sdpa")
-    return len(modules)
 
 
 def optimum_bettertransformer() -> Any:
@@ -146,7 +95,7 @@ def attention_summary(model: torch.nn.Module) -> dict[str, int]:
     for name, module in model.named_modules():
         if not name or not type(module).__name__.startswith("Bark") or "Attention" not in type(module).__name__:
             continue
-        kind = getattr(module, MARK, None) or type(module).__name__
+        kind = "sdpa" if type(module).__name__ == "BarkSdpaSelfAttention" else type(module).__name__
         counts[kind] = counts.get(kind, 0) + 1
     return counts
 
@@ -171,7 +120,12 @@ def unsupported_reason(variant: Variant, device_type: str) -> str | None:
 
 
 def load_kwargs(variant: Variant) -> dict[str, Any]:
-    """``from_pretrained`` kwargs: FlashAttention-2 is chosen by transformers at load time."""
+    """``from_pretrained`` kwargs: FlashAttention-2 and SDPA are chosen by transformers at load time."""
+    if variant.attention == "sdpa":
+        from barkbench import sdpa  # imports torch: only when a model is about to be loaded
+
+        sdpa.register()
+        return {"attn_implementation": sdpa.NAME}
     return {"attn_implementation": "flash_attention_2"} if variant.attention == "flash_attention_2" else {}
 
 
@@ -179,8 +133,7 @@ def apply(model: Any, variant: Variant, bt_via: str = "transform") -> tuple[Any,
     """Swap the loaded model's attention as ``variant`` asks; returns the model and the implementation that runs
     (``attention_impl`` in the results)."""
     if variant.attention == "sdpa":
-        apply_sdpa(model)
-        return model, "barkbench-sdpa"
+        return model, "barkbench-sdpa"  # built by from_pretrained (load_kwargs)
     if variant.attention == "bettertransformer":
         return apply_bettertransformer(model, via=bt_via)
     return model, variant.attention
