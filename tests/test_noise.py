@@ -86,13 +86,23 @@ def test_absent_frequency_policy_is_none(tmp_path: Path) -> None:
 
 
 def facts(load: float | None, cpus: int = 2) -> MachineFacts:
-    return MachineFacts(cpu_model="x", cpu_count=cpus, usable_cpu_count=cpus, physical_cores=cpus,
-                        frequency_mhz=None, frequency_max_mhz=None, scaling_governor=None, turbo=None,
-                        load_average_at_start=load)
+    return MachineFacts(
+        cpu_model="x",
+        cpu_count=cpus,
+        usable_cpu_count=cpus,
+        physical_cores=cpus,
+        frequency_mhz=None,
+        frequency_max_mhz=None,
+        scaling_governor=None,
+        turbo=None,
+        load_average_at_start=load,
+    )
 
 
 def test_busy_warning_only_when_load_exceeds_the_cpus() -> None:
-    assert facts(2.5).busy_warning() == ("the machine is busy: load average 2.5 above its 2 CPUs at start; "
-                                         "timings will be noisy (rows are checked and marked)")
+    assert facts(2.5).busy_warning() == (
+        "the machine is busy: load average 2.5 above its 2 CPUs at start; "
+        "timings will be noisy (rows are checked and marked)"
+    )
     assert facts(2.0).busy_warning() is None
     assert facts(None).busy_warning() is None

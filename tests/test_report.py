@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -80,7 +81,7 @@ def test_load_run_reads_barkbench_fields() -> None:
 def test_single_round_shows_no_spread(tmp_path: Path) -> None:
     # One round: pytest-benchmark writes stddev 0, which is "not measured", not "perfectly steady".
     data = json.loads(CPU_RUN.read_text())
-    data["benchmarks"][1]["stats"].update(rounds=1, stddev=0.0)
+    data["benchmarks"][1]["stats"].update(rounds=1, stddev=0.0, data=[1.46])
     path = tmp_path / "one-round.json"
     path.write_text(json.dumps(data))
     assert load_run(path).benchmarks[1].absolute_row()[1] == "1.46"
@@ -345,3 +346,64 @@ def test_cli_without_command_is_exit_2(capsys: Capsys) -> None:
     assert main([]) == 2
     err = capsys.readouterr().err
     assert err.startswith("barkbench: error: choose a command: report, compare, export-github")
+
+
+# -- intervals and unstable rows -----------------------------------------------------------------------------------
+
+
+def test_latency_interval_of_three_rounds_is_their_range() -> None:
+    # Rounds [1.95, 2.00, 2.05]: a resample made only of 1.95 has probability 1/27 = 3.7 % > 2.5 %, so the
+    # percentile interval of the mean runs from the smallest to the largest round: 2.00 ± 0.05.
+    eager = load_run(CPU_RUN).benchmarks[0]
+    interval = eager.latency_interval
+    assert eager.round_seconds == (1.95, 2.0, 2.05)
+    assert interval is not None and (interval.low, interval.high) == pytest.approx((1.95, 2.05))
+    assert eager.absolute_row()[1] == "2.00 ± 0.05"
+
+
+def test_speedup_interval_matches_scipy(markdown: str) -> None:
+    from scipy import stats as scipy_stats
+
+    from barkbench import stats
+
+    base, sdpa = (1.95, 2.0, 2.05), (1.43, 1.46, 1.49)
+    reference = scipy_stats.bootstrap(
+        (np.array(base), np.array(sdpa)),
+        lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis),
+        vectorized=True,
+        method="percentile",
+        rng=np.random.default_rng(stats.SEED),
+    ).confidence_interval
+    cell = f"{reference.low:.2f}–{reference.high:.2f}×"
+    assert "| `sdpa-fp32-bs1` | −27 % | −5 % | +37 % | 1.37× | " + cell + " |" in markdown
+    # The baseline against itself has no interval to show.
+    assert "| `eager-fp32-bs1` (baseline) | ±0 % | ±0 % | ±0 % | 1.00× | — |" in markdown
+
+
+def test_rows_without_stored_rounds_show_the_mean_alone(tmp_path: Path) -> None:
+    data = json.loads(CPU_RUN.read_text())
+    for bench in data["benchmarks"]:
+        if bench.get("stats"):
+            bench["stats"].pop("data", None)  # an autosave written without --benchmark-save-data
+    path = tmp_path / "no-data.json"
+    path.write_text(json.dumps(data))
+    run = load_run(path)
+    assert run.benchmarks[0].absolute_row()[1] == "2.00"
+    assert run.benchmarks[1].relative_row(run.benchmarks[0])[-1] == md.MISSING
+
+
+def test_unstable_rows_are_marked_with_their_reasons(tmp_path: Path) -> None:
+    from barkbench.stats import CpuUsage, check_noise
+
+    data = json.loads(CPU_RUN.read_text())
+    noisy = check_noise([1.43, 1.46, 1.49], CpuUsage(4.4, 3.0, 4.4, 2))
+    steady = check_noise([1.95, 2.0, 2.05], CpuUsage(6.0, 0.1, 6.0, 2))
+    data["benchmarks"][1]["extra_info"]["noise"] = noisy.as_dict()
+    data["benchmarks"][0]["extra_info"]["noise"] = steady.as_dict()
+    path = tmp_path / "noisy.json"
+    path.write_text(json.dumps(data))
+    text = build_report([load_run(path)], output_dir=None).markdown
+    assert "| `sdpa-fp32-bs1` ⚠ unstable | 1.46 ± 0.03 |" in text
+    assert "| `eager-fp32-bs1` | 2.00 ± 0.05 |" in text  # checked and stable: no mark
+    # 3.0 CPU seconds of others over 4.4 s x 2 CPUs = 34 %.
+    assert "- `sdpa-fp32-bs1`: other processes used 34 % of the machine's CPU time (limit 10 %)" in text

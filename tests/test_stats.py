@@ -74,8 +74,12 @@ def test_ratio_interval_matches_scipy_bootstrap() -> None:
     new, base = [1.10, 1.02, 1.08, 1.15, 1.05], [1.00, 0.98, 1.03, 1.01, 0.99]
     interval = stats.ratio_interval(new, base)
     reference = scipy_stats.bootstrap(
-        (np.array(new), np.array(base)), lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis),
-        vectorized=True, method="percentile", rng=np.random.default_rng(stats.SEED))
+        (np.array(new), np.array(base)),
+        lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis),
+        vectorized=True,
+        method="percentile",
+        rng=np.random.default_rng(stats.SEED),
+    )
     assert interval is not None
     assert interval.low == pytest.approx(reference.confidence_interval.low)
     assert interval.high == pytest.approx(reference.confidence_interval.high)
@@ -180,8 +184,7 @@ def test_too_few_rounds_falls_back_to_the_threshold_and_says_so() -> None:
     assert "3 vs 3 rounds cannot reach p < 0.05" in verdict.reason
     assert "needs 4+ rounds each" in verdict.reason
     assert "judged on the threshold alone" in verdict.reason
-    lenient = stats.regression_verdict([1.0, 1.01, 0.99], [1.06, 1.07, 1.05], threshold=0.05,
-                                       undecided_fails=False)
+    lenient = stats.regression_verdict([1.0, 1.01, 0.99], [1.06, 1.07, 1.05], threshold=0.05, undecided_fails=False)
     assert lenient.kind == "undecided" and not lenient.regressed
 
 
@@ -209,8 +212,14 @@ def test_verdict_serializes_to_plain_values() -> None:
 
 
 def quiet(wall: float = 10.0) -> CpuUsage:
-    return CpuUsage(wall_seconds=wall, other_cpu_seconds=0.1, own_cpu_seconds=wall, cpu_count=4,
-                    load_average_start=1.0, load_average_end=1.2)
+    return CpuUsage(
+        wall_seconds=wall,
+        other_cpu_seconds=0.1,
+        own_cpu_seconds=wall,
+        cpu_count=4,
+        load_average_start=1.0,
+        load_average_end=1.2,
+    )
 
 
 def test_steady_rounds_on_a_quiet_machine_are_stable() -> None:
@@ -233,14 +242,22 @@ def test_cv_of_ten_percent_is_flagged_as_pyperf_does() -> None:
 def test_min_or_max_far_from_the_mean_is_flagged() -> None:
     # mean = 2.0; max 4.0 is 100 % above it, min 1.0 is 50 % below it (pyperf's limit is inclusive).
     check = stats.check_noise([1.0, 1.0, 4.0, 2.0], limits=NoiseLimits(max_cv=10.0))
-    assert check.reasons == ("minimum is 50 % below the mean (limit 50 %)",
-                             "maximum is 100 % above the mean (limit 50 %)")
+    assert check.reasons == (
+        "minimum is 50 % below the mean (limit 50 %)",
+        "maximum is 100 % above the mean (limit 50 %)",
+    )
     assert check.min_below_mean == pytest.approx(0.5) and check.max_above_mean == pytest.approx(1.0)
 
 
 def test_load_above_the_cpus_is_flagged() -> None:
-    usage = CpuUsage(wall_seconds=10.0, other_cpu_seconds=0.0, own_cpu_seconds=10.0, cpu_count=2,
-                     load_average_start=1.5, load_average_end=3.4)
+    usage = CpuUsage(
+        wall_seconds=10.0,
+        other_cpu_seconds=0.0,
+        own_cpu_seconds=10.0,
+        cpu_count=2,
+        load_average_start=1.5,
+        load_average_end=3.4,
+    )
     check = stats.check_noise([1.0, 1.0], usage)
     assert check.reasons == ("load average 3.4 above the 2 CPUs",)
     # At exactly the number of CPUs the machine is full, not oversubscribed.

@@ -78,8 +78,15 @@ class Interval:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values (stored in pytest-benchmark's ``extra_info``)."""
-        return {"estimate": self.estimate, "low": self.low, "high": self.high, "confidence": self.confidence,
-                "over": self.over, "n": self.n, "method": self.method}
+        return {
+            "estimate": self.estimate,
+            "low": self.low,
+            "high": self.high,
+            "confidence": self.confidence,
+            "over": self.over,
+            "n": self.n,
+            "method": self.method,
+        }
 
 
 def _singular(over: str, n: int) -> str:
@@ -106,17 +113,25 @@ def _bootstrap_kwargs(seed: int) -> dict[str, Any]:
     return {name: np.random.default_rng(seed)}
 
 
-def _percentile_bootstrap(samples: tuple[np.ndarray, ...], statistic: Any, confidence: float,
-                          n_resamples: int, seed: int) -> tuple[float, float]:
+def _percentile_bootstrap(
+    samples: tuple[np.ndarray, ...], statistic: Any, confidence: float, n_resamples: int, seed: int
+) -> tuple[float, float]:
     if all(np.all(s == s[0]) for s in samples):
         # Every resample is the sample itself; scipy would warn about degenerate data for the same answer.
         value = float(statistic(*samples, axis=-1))
         return value, value
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        result = scipy_stats.bootstrap(samples, statistic, vectorized=True, paired=False,
-                                       confidence_level=confidence, n_resamples=n_resamples,
-                                       method="percentile", **_bootstrap_kwargs(seed))
+        result = scipy_stats.bootstrap(
+            samples,
+            statistic,
+            vectorized=True,
+            paired=False,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method="percentile",
+            **_bootstrap_kwargs(seed),
+        )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
@@ -128,8 +143,13 @@ def _ratio_of_means(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.mean(a, axis=axis) / np.mean(b, axis=axis)
 
 
-def mean_interval(values: Sequence[float], over: Over = "rounds", confidence: float = CONFIDENCE,
-                  n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Interval | None:
+def mean_interval(
+    values: Sequence[float],
+    over: Over = "rounds",
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> Interval | None:
     """The mean of ``values`` with its bootstrap interval; None from fewer than 2 values (no spread to see)."""
     data = _finite(values, "mean_interval")
     if data.size < 2:
@@ -138,9 +158,14 @@ def mean_interval(values: Sequence[float], over: Over = "rounds", confidence: fl
     return Interval(float(np.mean(data)), low, high, confidence, over, int(data.size))
 
 
-def ratio_interval(numerator: Sequence[float], denominator: Sequence[float], over: Over = "rounds",
-                   confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES,
-                   seed: int = SEED) -> Interval | None:
+def ratio_interval(
+    numerator: Sequence[float],
+    denominator: Sequence[float],
+    over: Over = "rounds",
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> Interval | None:
     """mean(numerator) / mean(denominator) with an interval from resampling each side independently.
 
     Speed-up = ``ratio_interval(baseline_latencies, variant_latencies)``; a relative change is the ratio minus 1.
@@ -150,8 +175,9 @@ def ratio_interval(numerator: Sequence[float], denominator: Sequence[float], ove
     if top.size < 2 or bottom.size < 2:
         return None
     if np.any(bottom <= 0) or np.any(top < 0):
-        raise StatsError("ratio_interval: timings must be positive (a zero or negative round time means a broken "
-                         "timer)")
+        raise StatsError(
+            "ratio_interval: timings must be positive (a zero or negative round time means a broken timer)"
+        )
     low, high = _percentile_bootstrap((top, bottom), _ratio_of_means, confidence, n_resamples, seed)
     estimate = float(np.mean(top) / np.mean(bottom))
     return Interval(estimate, low, high, confidence, over, int(min(top.size, bottom.size)))
@@ -183,8 +209,15 @@ class Significance:
         return self.decidable and self.p_value < self.alpha
 
     def as_dict(self) -> dict[str, Any]:
-        return {"p_value": self.p_value, "min_p_value": self.min_p_value, "alpha": self.alpha,
-                "n_base": self.n_base, "n_new": self.n_new, "statistic": self.statistic, "test": self.test}
+        return {
+            "p_value": self.p_value,
+            "min_p_value": self.min_p_value,
+            "alpha": self.alpha,
+            "n_base": self.n_base,
+            "n_new": self.n_new,
+            "statistic": self.statistic,
+            "test": self.test,
+        }
 
 
 def mann_whitney(base: Sequence[float], new: Sequence[float], alpha: float = ALPHA) -> Significance | None:
@@ -198,8 +231,14 @@ def mann_whitney(base: Sequence[float], new: Sequence[float], alpha: float = ALP
     # The same test on fully separated samples of these sizes: the floor of what it can report.
     floor = scipy_stats.mannwhitneyu(np.arange(b.size) + a.size, np.arange(a.size), alternative="two-sided")
     p_value = float(result.pvalue)
-    return Significance(p_value=p_value if math.isfinite(p_value) else 1.0, min_p_value=float(floor.pvalue),
-                        alpha=alpha, n_base=int(a.size), n_new=int(b.size), statistic=float(result.statistic))
+    return Significance(
+        p_value=p_value if math.isfinite(p_value) else 1.0,
+        min_p_value=float(floor.pvalue),
+        alpha=alpha,
+        n_base=int(a.size),
+        n_new=int(b.size),
+        statistic=float(result.statistic),
+    )
 
 
 def rounds_needed(alpha: float = ALPHA) -> int:
@@ -229,10 +268,15 @@ class Verdict:
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "regressed": self.regressed, "change": self.change,
-                "change_interval": self.change_interval.as_dict() if self.change_interval else None,
-                "significance": self.significance.as_dict() if self.significance else None,
-                "threshold": self.threshold, "reason": self.reason}
+        return {
+            "kind": self.kind,
+            "regressed": self.regressed,
+            "change": self.change,
+            "change_interval": self.change_interval.as_dict() if self.change_interval else None,
+            "significance": self.significance.as_dict() if self.significance else None,
+            "threshold": self.threshold,
+            "reason": self.reason,
+        }
 
 
 def _pct(fraction: float) -> str:
@@ -240,9 +284,18 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:g} %"
 
 
-def regression_verdict(base: Sequence[float], new: Sequence[float], threshold: float, higher_is_worse: bool = True,
-                       alpha: float = ALPHA, undecided_fails: bool = True, over: Over = "rounds",
-                       reciprocal: bool = False, epsilon: float = 1e-9) -> Verdict:
+def regression_verdict(
+    base: Sequence[float],
+    new: Sequence[float],
+    threshold: float,
+    higher_is_worse: bool = True,
+    alpha: float = ALPHA,
+    undecided_fails: bool = True,
+    over: Over = "rounds",
+    reciprocal: bool = False,
+    change: float | None = None,
+    epsilon: float = 1e-9,
+) -> Verdict:
     """Judge NEW against BASE: a regression is worse by more than ``threshold`` AND significant.
 
     ``base``/``new`` are the per-round timings (or per-process means). The metric judged is their mean, or with
@@ -250,46 +303,84 @@ def regression_verdict(base: Sequence[float], new: Sequence[float], threshold: f
     rounds then give the change and its interval of that figure, and the same rank test (the order of the rounds
     does not change under 1 / x). When the sample sizes cannot reach ``alpha`` the verdict is "undecided": the
     threshold alone decides (``undecided_fails``), and the reason says how many rounds would be needed.
-    ``epsilon`` keeps a change of exactly the threshold from counting as beyond.
+    ``change`` is the figure's change when it is recorded apart from the rounds (``barkbench compare`` holds the
+    stored figures to the threshold, as asv holds its stored results to its factor); by default it is computed
+    from the rounds. ``epsilon`` keeps a change of exactly the threshold from counting as beyond.
     """
     a, b = _finite(base, "base"), _finite(new, "new")
     if a.size == 0 or b.size == 0:
-        return Verdict("no data", False, None, None, None, threshold, "no per-round timings to compare")
+        return Verdict("no data", False, change, None, None, threshold, "no per-round timings to compare")
     base_mean, new_mean = float(np.mean(a)), float(np.mean(b))
     if base_mean <= 0:
         raise StatsError(f"base mean is {base_mean}; timings must be positive")
     if new_mean <= 0:
         raise StatsError(f"new mean is {new_mean}; timings must be positive")
-    change = (base_mean / new_mean - 1) if reciprocal else (new_mean - base_mean) / base_mean
+    if change is None:
+        change = (base_mean / new_mean - 1) if reciprocal else (new_mean - base_mean) / base_mean
     ratio = ratio_interval(a, b, over=over) if reciprocal else ratio_interval(b, a, over=over)
-    interval = None if ratio is None else Interval(
-        ratio.estimate - 1, ratio.low - 1, ratio.high - 1, ratio.confidence, ratio.over, ratio.n, ratio.method)
+    interval = (
+        None
+        if ratio is None
+        else Interval(
+            ratio.estimate - 1, ratio.low - 1, ratio.high - 1, ratio.confidence, ratio.over, ratio.n, ratio.method
+        )
+    )
     sig = mann_whitney(a, b, alpha)
     worse_by = change if higher_is_worse else -change
     beyond = abs(worse_by) > threshold + epsilon
     p_text = "" if sig is None else f"p = {sig.p_value:.2g}"
     if not beyond:
-        return Verdict("ok", False, change, interval, sig, threshold,
-                       f"within {_pct(threshold)}" + (f" ({p_text})" if p_text else ""))
+        return Verdict(
+            "ok",
+            False,
+            change,
+            interval,
+            sig,
+            threshold,
+            f"within {_pct(threshold)}" + (f" ({p_text})" if p_text else ""),
+        )
     worse = worse_by > 0
     assert sig is not None  # both sides are non-empty here
     if not sig.decidable:
         need = rounds_needed(alpha)
-        reason = (f"{'worse' if worse else 'better'} by more than {_pct(threshold)}, but {sig.n_base} vs "
-                  f"{sig.n_new} {over} cannot reach p < {alpha:g} (best possible p = {sig.min_p_value:.2g}; "
-                  f"needs {need}+ {over} each)")
+        reason = (
+            f"{'worse' if worse else 'better'} by more than {_pct(threshold)}, but {sig.n_base} vs "
+            f"{sig.n_new} {over} cannot reach p < {alpha:g} (best possible p = {sig.min_p_value:.2g}; "
+            f"needs {need}+ {over} each)"
+        )
         if worse:
             reason += "; judged on the threshold alone" if undecided_fails else "; not gated"
         return Verdict("undecided", worse and undecided_fails, change, interval, sig, threshold, reason)
     if not sig.significant:
-        return Verdict("not significant", False, change, interval, sig, threshold,
-                       f"{'worse' if worse else 'better'} by more than {_pct(threshold)} but not significant "
-                       f"({p_text} >= {alpha:g})")
+        return Verdict(
+            "not significant",
+            False,
+            change,
+            interval,
+            sig,
+            threshold,
+            f"{'worse' if worse else 'better'} by more than {_pct(threshold)} but not significant "
+            f"({p_text} >= {alpha:g})",
+        )
     if worse:
-        return Verdict("regression", True, change, interval, sig, threshold,
-                       f"worse by more than {_pct(threshold)}, significant ({p_text} < {alpha:g})")
-    return Verdict("improved", False, change, interval, sig, threshold,
-                   f"better by more than {_pct(threshold)}, significant ({p_text} < {alpha:g})")
+        return Verdict(
+            "regression",
+            True,
+            change,
+            interval,
+            sig,
+            threshold,
+            f"worse by more than {_pct(threshold)}, significant ({p_text} < {alpha:g})",
+        )
+    return Verdict(
+        "improved",
+        False,
+        change,
+        interval,
+        sig,
+        threshold,
+        f"better by more than {_pct(threshold)}, significant ({p_text} < {alpha:g})",
+    )
 
 
 # -- noise checks ----------------------------------------------------------------------------------------------
@@ -328,9 +419,14 @@ class CpuUsage:
         return max(loads) if loads else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"wall_seconds": self.wall_seconds, "other_cpu_seconds": self.other_cpu_seconds,
-                "own_cpu_seconds": self.own_cpu_seconds, "cpu_count": self.cpu_count,
-                "load_average_start": self.load_average_start, "load_average_end": self.load_average_end}
+        return {
+            "wall_seconds": self.wall_seconds,
+            "other_cpu_seconds": self.other_cpu_seconds,
+            "own_cpu_seconds": self.own_cpu_seconds,
+            "cpu_count": self.cpu_count,
+            "load_average_start": self.load_average_start,
+            "load_average_end": self.load_average_end,
+        }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> CpuUsage:
@@ -338,9 +434,14 @@ class CpuUsage:
             value = raw.get(key)
             return None if value is None else float(value)
 
-        return cls(wall_seconds=float(raw["wall_seconds"]), other_cpu_seconds=float(raw["other_cpu_seconds"]),
-                   own_cpu_seconds=float(raw["own_cpu_seconds"]), cpu_count=int(raw["cpu_count"]),
-                   load_average_start=opt("load_average_start"), load_average_end=opt("load_average_end"))
+        return cls(
+            wall_seconds=float(raw["wall_seconds"]),
+            other_cpu_seconds=float(raw["other_cpu_seconds"]),
+            own_cpu_seconds=float(raw["own_cpu_seconds"]),
+            cpu_count=int(raw["cpu_count"]),
+            load_average_start=opt("load_average_start"),
+            load_average_end=opt("load_average_end"),
+        )
 
 
 @dataclass(frozen=True)
@@ -368,10 +469,18 @@ class NoiseCheck:
         return "; ".join(self.reasons) if self.reasons else "stable"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"unstable": self.unstable, "reasons": list(self.reasons), "n": self.n, "mean": self.mean,
-                "cv": self.cv, "min_below_mean": self.min_below_mean, "max_above_mean": self.max_above_mean,
-                "load_average": self.load_average, "cpu_count": self.cpu_count,
-                "other_cpu_share": self.other_cpu_share}
+        return {
+            "unstable": self.unstable,
+            "reasons": list(self.reasons),
+            "n": self.n,
+            "mean": self.mean,
+            "cv": self.cv,
+            "min_below_mean": self.min_below_mean,
+            "max_above_mean": self.max_above_mean,
+            "load_average": self.load_average,
+            "cpu_count": self.cpu_count,
+            "other_cpu_share": self.other_cpu_share,
+        }
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> NoiseCheck:
@@ -380,14 +489,22 @@ class NoiseCheck:
             return None if value is None else float(value)
 
         cpus = raw.get("cpu_count")
-        return cls(n=int(raw.get("n") or 0), mean=opt("mean"), cv=opt("cv"), min_below_mean=opt("min_below_mean"),
-                   max_above_mean=opt("max_above_mean"), load_average=opt("load_average"),
-                   cpu_count=None if cpus is None else int(cpus), other_cpu_share=opt("other_cpu_share"),
-                   reasons=tuple(str(r) for r in raw.get("reasons") or ()))
+        return cls(
+            n=int(raw.get("n") or 0),
+            mean=opt("mean"),
+            cv=opt("cv"),
+            min_below_mean=opt("min_below_mean"),
+            max_above_mean=opt("max_above_mean"),
+            load_average=opt("load_average"),
+            cpu_count=None if cpus is None else int(cpus),
+            other_cpu_share=opt("other_cpu_share"),
+            reasons=tuple(str(r) for r in raw.get("reasons") or ()),
+        )
 
 
-def check_noise(values: Sequence[float], usage: CpuUsage | None = None,
-                limits: NoiseLimits = NoiseLimits()) -> NoiseCheck:
+def check_noise(
+    values: Sequence[float], usage: CpuUsage | None = None, limits: NoiseLimits = NoiseLimits()
+) -> NoiseCheck:
     """pyperf-style stability checks on a variant's round timings, plus the machine's load while they ran."""
     data = _finite(values, "check_noise")
     reasons: list[str] = []
@@ -404,8 +521,10 @@ def check_noise(values: Sequence[float], usage: CpuUsage | None = None,
         for word, distance in (("minimum", -below), ("maximum", above)):
             if abs(distance) >= limits.max_extreme_from_mean:
                 side = "below" if distance < 0 else "above"
-                reasons.append(f"{word} is {_percent(abs(distance))} {side} the mean (limit "
-                               f"{_percent(limits.max_extreme_from_mean)})")
+                reasons.append(
+                    f"{word} is {_percent(abs(distance))} {side} the mean (limit "
+                    f"{_percent(limits.max_extreme_from_mean)})"
+                )
     load = share = None
     cpus = None
     if usage is not None:
@@ -415,7 +534,18 @@ def check_noise(values: Sequence[float], usage: CpuUsage | None = None,
         if load is not None and load > cpus:
             reasons.append(f"load average {load:.1f} above the {cpus} CPUs")
         if share is not None and share > limits.max_other_cpu_share:
-            reasons.append(f"other processes used {_percent(share)} of the machine's CPU time (limit "
-                           f"{_percent(limits.max_other_cpu_share)})")
-    return NoiseCheck(n=int(data.size), mean=mean, cv=cv, min_below_mean=below, max_above_mean=above,
-                      load_average=load, cpu_count=cpus, other_cpu_share=share, reasons=tuple(reasons))
+            reasons.append(
+                f"other processes used {_percent(share)} of the machine's CPU time (limit "
+                f"{_percent(limits.max_other_cpu_share)})"
+            )
+    return NoiseCheck(
+        n=int(data.size),
+        mean=mean,
+        cv=cv,
+        min_below_mean=below,
+        max_above_mean=above,
+        load_average=load,
+        cpu_count=cpus,
+        other_cpu_share=share,
+        reasons=tuple(reasons),
+    )

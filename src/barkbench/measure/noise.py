@@ -83,8 +83,9 @@ class CpuSampler:
         self._start = (time.perf_counter(), _busy_seconds(), _process_seconds(self.pids), load_average())
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         assert self._start is not None, "CpuSampler exited without being entered"
         wall0, busy0, own0, load0 = self._start
         own1, busy1, wall1 = _process_seconds(self.pids), _busy_seconds(), time.perf_counter()
@@ -93,8 +94,14 @@ class CpuSampler:
         own = max(0.0, own1 - own0)
         # Tick rounding can make busy - own slightly negative on an idle machine.
         others = max(0.0, (busy1 - busy0) - own)
-        self.usage = CpuUsage(wall_seconds=wall1 - wall0, other_cpu_seconds=others, own_cpu_seconds=own,
-                              cpu_count=cpu_count(), load_average_start=load0, load_average_end=load_average())
+        self.usage = CpuUsage(
+            wall_seconds=wall1 - wall0,
+            other_cpu_seconds=others,
+            own_cpu_seconds=own,
+            cpu_count=cpu_count(),
+            load_average_start=load0,
+            load_average_end=load_average(),
+        )
 
 
 @dataclass(frozen=True)
@@ -122,14 +129,23 @@ class MachineFacts:
     def busy_warning(self) -> str | None:
         if not self.busy_at_start:
             return None
-        return (f"the machine is busy: load average {self.load_average_at_start:.1f} above its "
-                f"{self.cpu_count} CPUs at start; timings will be noisy (rows are checked and marked)")
+        return (
+            f"the machine is busy: load average {self.load_average_at_start:.1f} above its "
+            f"{self.cpu_count} CPUs at start; timings will be noisy (rows are checked and marked)"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"cpu_model": self.cpu_model, "cpu_count": self.cpu_count, "usable_cpu_count": self.usable_cpu_count,
-                "physical_cores": self.physical_cores, "frequency_mhz": self.frequency_mhz,
-                "frequency_max_mhz": self.frequency_max_mhz, "scaling_governor": self.scaling_governor,
-                "turbo": self.turbo, "load_average_at_start": self.load_average_at_start}
+        return {
+            "cpu_model": self.cpu_model,
+            "cpu_count": self.cpu_count,
+            "usable_cpu_count": self.usable_cpu_count,
+            "physical_cores": self.physical_cores,
+            "frequency_mhz": self.frequency_mhz,
+            "frequency_max_mhz": self.frequency_max_mhz,
+            "scaling_governor": self.scaling_governor,
+            "turbo": self.turbo,
+            "load_average_at_start": self.load_average_at_start,
+        }
 
 
 def _read(path: Path) -> str | None:

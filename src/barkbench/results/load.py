@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from barkbench import stats as bstats
 from barkbench.results import markdown as md
 from barkbench.results.schema import BYTES_PER_MB, IDENTITY_KEYS, Figures, _float, _str, is_baseline
 
@@ -77,6 +78,8 @@ class BenchmarkResult:
     latency: LatencyStats | None = None
     semantic_max_new_tokens: int | None = None
     figures: Figures = Figures()
+    #: The per-round seconds pytest-benchmark stored (``stats.data``); empty when the file has none.
+    round_seconds: tuple[float, ...] = ()
     #: The benchmark's extra_info as recorded (what ``barkbench budgets`` checks).
     extra_info: Mapping[str, Any] = field(default_factory=dict, compare=False)
     #: Whether this is the baseline row (``schema.is_baseline``), decided from its extra_info when loaded.
@@ -108,6 +111,7 @@ class BenchmarkResult:
             latency=LatencyStats.from_stats(stats),
             semantic_max_new_tokens=_int(extra.get("semantic_max_new_tokens")),
             figures=Figures.from_extra_info(extra),
+            round_seconds=_rounds(stats.get("data")),
             is_reference_baseline=is_baseline(extra),
             extra_info=dict(extra),
         )
@@ -183,16 +187,52 @@ class BenchmarkResult:
 
     # -- rendering ------------------------------------------------------------------------------------------
 
-    ABSOLUTE_HEADERS = ("Variant", "Latency mean (s)", "Peak memory (MB)", "Throughput (samples/s)", "Audio s / wall s")
-    RELATIVE_HEADERS = ("Variant", "Latency", "Peak memory", "Throughput", "Speed-up")
+    @property
+    def latency_interval(self) -> bstats.Interval | None:
+        """The mean latency's 95 % interval, bootstrapped over the stored rounds (None below 2 rounds)."""
+        return bstats.mean_interval(self.round_seconds) if len(self.round_seconds) >= 2 else None
+
+    @property
+    def noise(self) -> bstats.NoiseCheck | None:
+        """The stability checks recorded for the rounds (None in files written before they were)."""
+        return bstats.NoiseCheck.from_dict(self.figures.noise) if self.figures.noise else None
+
+    @property
+    def unstable(self) -> bool:
+        return self.noise is not None and self.noise.unstable
+
+    def speedup_interval(self, baseline: BenchmarkResult) -> bstats.Interval | None:
+        """Baseline latency / this latency with its 95 % interval, resampling both rows' rounds."""
+        if baseline is self or len(self.round_seconds) < 2 or len(baseline.round_seconds) < 2:
+            return None
+        return bstats.ratio_interval(baseline.round_seconds, self.round_seconds)
+
+    # -- rendering ------------------------------------------------------------------------------------------
+
+    ABSOLUTE_HEADERS = (
+        "Variant",
+        "Latency mean ± 95 % CI (s)",
+        "Peak memory (MB)",
+        "Throughput (samples/s)",
+        "Audio s / wall s",
+    )
+    RELATIVE_HEADERS = ("Variant", "Latency", "Peak memory", "Throughput", "Speed-up", "Speed-up 95 % CI")
+    #: Appended to the variant cell of a row whose rounds failed the noise checks (the reasons follow the table).
+    UNSTABLE_MARK = "⚠ unstable"
+
+    @property
+    def label(self) -> str:
+        return f"`{self.variant}`" + (f" {self.UNSTABLE_MARK}" if self.unstable else "")
 
     def absolute_row(self) -> list[str]:
         """Cells for the absolute table; a failed variant keeps its row so the reader sees it was tried."""
         if self.failed:
             return [f"`{self.variant}`", "failed", md.MISSING, md.MISSING, md.MISSING]
+        interval = self.latency_interval
         return [
-            f"`{self.variant}`",
-            md.mean_pm_stddev(self.latency_mean, self.latency_spread),
+            self.label,
+            # Without stored rounds (an autosave without --benchmark-save-data) the mean stands alone.
+            md.mean_pm_stddev(self.latency_mean, interval.half_width if interval else None),
             md.thousands(self.peak_memory_mb),
             md.significant(self.throughput_samples_per_s),
             md.significant(self.audio_seconds_per_wall_second),
@@ -200,15 +240,17 @@ class BenchmarkResult:
 
     def relative_row(self, baseline: BenchmarkResult) -> list[str]:
         """Cells for the table relative to ``baseline``: lower latency/memory and higher throughput win."""
-        label = f"`{self.variant}`" + (" (baseline)" if self is baseline else "")
+        label = self.label + (" (baseline)" if self is baseline else "")
         base_latency, latency = baseline.latency_mean, self.latency_mean
         speedup = base_latency / latency if base_latency and latency else None
+        interval = self.speedup_interval(baseline)
         return [
             label,
             md.format_percent(md.relative_change(latency, base_latency)),
             md.format_percent(md.relative_change(self.peak_memory_bytes, baseline.peak_memory_bytes)),
             md.format_percent(md.relative_change(self.throughput_samples_per_s, baseline.throughput_samples_per_s)),
             md.MISSING if speedup is None else f"{speedup:.2f}×",
+            md.MISSING if interval is None else f"{interval.low:.2f}–{interval.high:.2f}×",
         ]
 
 
@@ -318,6 +360,14 @@ def parse_run(data: Any, path: Path) -> Run:
         benchmarks=tuple(results),
         ignored=tuple(ignored),
     )
+
+
+def _rounds(data: Any) -> tuple[float, ...]:
+    """Per-round seconds; a file with a null or non-finite round keeps none (no interval beats a wrong one)."""
+    if not isinstance(data, list):
+        return ()
+    values = [_float(x) for x in data]
+    return () if any(v is None for v in values) else tuple(v for v in values if v is not None)
 
 
 def _int(value: Any) -> int | None:

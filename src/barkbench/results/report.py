@@ -26,8 +26,9 @@ DEFAULT_OUTPUT_DIR = Path("barkbench-report")
 REPORT_NAME = "report.md"
 
 _INTRO = (
-    "Latency is the mean wall time of one `generate()` call over the measured rounds (± standard "
-    "deviation, from 2 rounds up). Peak memory is the maximum over the rounds (CUDA: "
+    "Latency is the mean wall time of one `generate()` call over the measured rounds, ± the half-width of its "
+    "95 % confidence interval (percentile bootstrap over the rounds, the wider side when it is lopsided; from 2 "
+    "stored rounds up). Peak memory is the maximum over the rounds (CUDA: "
     "`max_memory_allocated`; CPU: peak RSS of the worker process); 1 MB = 10⁶ bytes. Throughput is batch "
     "size / mean latency. Audio s / wall s is seconds of audio generated per second of compute: above 1 is "
     "faster than real time."
@@ -70,6 +71,9 @@ class Group:
             "",
             md.table(BenchmarkResult.ABSOLUTE_HEADERS, [r.absolute_row() for r in self.results]),
         ]
+        unstable = unstable_notes(self.results)
+        if unstable:
+            parts += ["", unstable]
         baseline = self.baseline
         if baseline is not None:
             # The baseline first, as in the blog's tables; the others keep the order they ran in.
@@ -102,8 +106,27 @@ class Group:
             )
         return (
             f"{which} Negative latency and memory changes are improvements; so is positive throughput. "
-            f"Speed-up is baseline latency / variant latency."
+            f"Speed-up is baseline latency / variant latency; its 95 % interval resamples both rows' rounds "
+            f"(percentile bootstrap)."
         )
+
+
+def unstable_notes(results: Sequence[BenchmarkResult]) -> str | None:
+    """Why the rows marked unstable are: pyperf-style checks on the rounds and the machine's load meanwhile."""
+    lines = [
+        f"- `{r.variant}`: {r.noise.summary}" for r in results if not r.failed and r.noise is not None and r.unstable
+    ]
+    if not lines:
+        return None
+    title = f"**{BenchmarkResult.UNSTABLE_MARK}** (figures less trustworthy than their interval says):"
+    return "\n".join([title, "", *lines])
+
+
+def terminal_tables(run: Run) -> str:
+    """The blog's tables of one run (absolute and relative per group, no plots): what a benchmark session prints
+    at its end, made by the same code as ``barkbench report``."""
+    results, _ = relabel_machines([run])
+    return "\n\n".join(group.to_markdown() for group in group_results(results))
 
 
 _STAGE_CAPTION = (

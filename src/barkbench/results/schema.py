@@ -70,6 +70,12 @@ class Figures:
     #: Recorded when the model is loaded, before any round.
     model_memory_bytes: int | None = None
     weights_bytes: int | None = None
+    #: ``barkbench.stats.NoiseCheck.as_dict()`` of the measured rounds: stability figures and why it is unstable.
+    noise: Mapping[str, Any] | None = None
+    #: ``barkbench.stats.CpuUsage.as_dict()``: load and other processes' CPU time while the rounds ran.
+    cpu_usage: Mapping[str, Any] | None = None
+    #: torch's intra-op threads in the worker (``--bark-threads``, else torch's default).
+    torch_threads: int | None = None
 
     def to_extra_info(self) -> dict[str, Any]:
         """The extra_info entries, in the order the results files have always had them."""
@@ -93,9 +99,13 @@ class Figures:
             worker_latency_mean_s=self.worker_latency_mean_s,
             output_lengths=None if self.output_lengths is None else list(self.output_lengths),
         )
-        for key in ("model_memory_bytes", "weights_bytes"):
+        for key in ("model_memory_bytes", "weights_bytes", "torch_threads"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        for key in ("noise", "cpu_usage"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = dict(value)
         return out
 
     @classmethod
@@ -124,6 +134,9 @@ class Figures:
             unattributed_seconds=_float(extra.get("unattributed_seconds")),
             model_memory_bytes=_int(extra.get("model_memory_bytes")),
             weights_bytes=_int(extra.get("weights_bytes")),
+            noise=_mapping(extra.get("noise")),
+            cpu_usage=_mapping(extra.get("cpu_usage")),
+            torch_threads=_int(extra.get("torch_threads")),
         )
 
     def stage_rows(self) -> tuple[tuple[str, float | None, int | None, float | None], ...]:
@@ -191,6 +204,10 @@ def _int(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     return int(value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else None
 
 
 def _str(value: Any) -> str | None:
