@@ -50,9 +50,9 @@ run_tests() {
 lint() {
   local status=0
   echo "barkbench: ruff check, ruff format --check, mypy src" >&2
-  .venv/bin/ruff check src tests bench || status=1
-  .venv/bin/ruff format --check src tests bench || status=1
-  .venv/bin/mypy src || status=1
+  .venv/bin/python -m ruff check src tests bench || status=1
+  .venv/bin/python -m ruff format --check src tests bench || status=1
+  .venv/bin/python -m mypy src || status=1
   return "$status"
 }
 

@@ -160,6 +160,10 @@ def test_ci_runs_both_stacks_and_fails_when_either_fails(checkout: Path, failing
     pytest_runs = [line.split()[0] for line in log if " -m pytest tests/" in line]
     assert pytest_runs == [".venv", ".venv-legacy"]
     assert len(installs(log, ".venv")) == len(installs(log, ".venv-legacy")) == 1
+    # The static checks run once, on the current stack's environment, before the tests.
+    lint = [".venv -m ruff check src tests bench", ".venv -m ruff format --check src tests bench", ".venv -m mypy src"]
+    assert [line for line in log if " -m ruff " in line or " -m mypy " in line] == lint
+    assert log.index(lint[-1]) < log.index(".venv -m pytest tests/ -q -rs")
 
     code, log = run(checkout, "./.ci/run", fail={failing: 3})
     assert code == 3
