@@ -134,6 +134,15 @@ def test_a_variant_measures_the_same_after_another_as_alone(bench_pytester):
     # after the fp32 baseline in one session is within 5 % of bf16 measured alone.
     after = _peak_of(bench_pytester, bench_pytester.path / "after.json", "baseline;bf16")["eager-bf16-bs1"]
     alone = _peak_of(bench_pytester, bench_pytester.path / "alone.json", "bf16")["eager-bf16-bs1"]
+    # Shown on failure (and with -s): the figures, to tell a regression of the method from noise.
+    print(
+        "isolation figures, bytes: peak after/alone",
+        after["peak_memory_bytes"],
+        alone["peak_memory_bytes"],
+        "model after/alone",
+        after["model_memory_bytes"],
+        alone["model_memory_bytes"],
+    )
     assert after["peak_memory_bytes"] == pytest.approx(alone["peak_memory_bytes"], rel=0.05)
     assert after["model_memory_bytes"] == pytest.approx(alone["model_memory_bytes"], rel=0.05)
 

@@ -42,18 +42,29 @@ def _one_round(runner: VariantRunner):
     return runner.generate()
 
 
+#: Rounds over which the stage gap's tolerance is judged: the machine can only add time to the code between two
+#: stages (another process preempting this one there), so the smallest of a few rounds is the gap's own cost.
+GAP_ROUNDS = 3
+
+
 def test_every_stage_is_measured_and_the_stages_add_up_to_the_call(runner):
-    result = _one_round(runner)
-    assert list(result.stages) == list(stages.STAGES)
-    for name, figures in result.stages.items():
-        assert set(figures) == {"seconds", "peak_memory_bytes", "tokens"}, name
-        assert figures["seconds"] > 0 and figures["tokens"] > 0, (name, figures)
-        # Peaks count from the pre-load baseline, like the call's: the weights are inside every stage's peak.
-        assert 0 < figures["peak_memory_bytes"] <= result.peak_memory_bytes, name
-    gap = stages.unattributed_seconds(result.seconds, result.stages)
-    # Stages run inside the call, one after the other: never more than the call, and short of it only by the
-    # code between them, within the stated tolerance.
-    assert 0 <= gap <= stages.gap_allowed(result.seconds), (gap, result.seconds, result.stages)
+    gaps = []
+    for _ in range(GAP_ROUNDS):
+        result = _one_round(runner)
+        assert list(result.stages) == list(stages.STAGES)
+        for name, figures in result.stages.items():
+            assert set(figures) == {"seconds", "peak_memory_bytes", "tokens"}, name
+            assert figures["seconds"] > 0 and figures["tokens"] > 0, (name, figures)
+            # Peaks count from the pre-load baseline, like the call's: the weights are inside every stage's peak.
+            assert 0 < figures["peak_memory_bytes"] <= result.peak_memory_bytes, name
+        gap = stages.unattributed_seconds(result.seconds, result.stages)
+        # Stages run inside the call, one after the other: never more than the call.
+        assert gap >= 0, (gap, result.seconds, result.stages)
+        gaps.append((gap, result.seconds))
+    # ... and short of it only by the code between them, within the stated tolerance: judged on the round with
+    # the smallest gap, since a busy machine can only lengthen it (a timing figure, so never on one sample).
+    gap, seconds = min(gaps)
+    assert gap <= stages.gap_allowed(seconds), gaps
 
 
 def test_stage_token_counts_follow_bark_ratios(runner):
@@ -184,8 +195,11 @@ def test_benchmark_json_carries_stages_and_length_normalized_figures(bench_pytes
     assert info["real_time_factor"] == pytest.approx(1 / info["audio_seconds_per_wall_second"])
     assert info["real_time_factor"] == pytest.approx(mean / info["audio_seconds"])
     assert info["latency_cv"] == pytest.approx(bench["stats"]["stddev"] / mean)
-    # The per-stage sum falls short of the worker's time by the stated gap at most.
-    assert 0 <= info["unattributed_seconds"] <= stages.gap_allowed(info["worker_latency_mean_s"])
+    # The per-stage sum falls short of the worker's time, and the gap recorded is exactly that shortfall (its
+    # tolerance is a timing claim, judged over several rounds in the test above, not on one session's mean).
+    stage_sum = sum(s["seconds"] for s in info["stages"].values())
+    assert info["unattributed_seconds"] >= 0
+    assert info["unattributed_seconds"] == pytest.approx(info["worker_latency_mean_s"] - stage_sum)
     assert "compile_seconds" not in info
 
 

@@ -68,6 +68,11 @@ class RoundResult:
     stages: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
 
+#: ``memory_method`` of CPU rounds: the kernel's peak resident set, read on the dedicated memory call with the
+#: allocator pinned (``VariantRunner._memory_call``).
+MEMORY_CALL_METHOD = "cpu_peak_rss_memory_call"
+
+
 class Runner(Protocol):
     """What the pytest glue drives, in this process (``VariantRunner``) or in a worker (``WorkerProcess``)."""
 
@@ -92,6 +97,11 @@ class VariantRunner:
 
         self.spec = spec
         self._trackers = trackers
+        self._cpu = spec.device_type == "cpu"
+        if self._cpu:
+            # Before anything is loaded: the resident set must follow live allocations through loading and the
+            # memory call, or two fresh processes doing the same work read differently (trackers.pin_allocator).
+            trackers.pin_allocator()
         # Import the modelling code before the baseline is taken: the library's own resident memory (about
         # 150 MB for torch's and transformers' Bark modules) belongs to no variant, and on a small model it
         # would otherwise dominate model_memory_bytes and every ratio built on it.
@@ -106,6 +116,9 @@ class VariantRunner:
         self._baseline = trackers.memory_in_use(spec.device_type)
         source = sources.parse_model_source(spec.source)
         prepared = optimize.prepare_model(source, spec.variant, spec.device_type, bt_via=spec.bt_via)
+        if self._cpu:
+            # Weights still mapped from the checkpoint count in full, whatever the page cache held.
+            trackers.make_mapped_weights_resident()
         self.model = prepared.model
         self.processor = sources.load_processor(source)
         self.inputs, warnings = workload.prepare_inputs(self.processor, spec.workload, prepared.device)
@@ -128,8 +141,10 @@ class VariantRunner:
             # torch.compile is lazy: the first call compiles. Done here, timed, so that neither the warm-up
             # rounds nor the measured ones carry compilation, and compile time is reported on its own.
             self.prepare()
-            first = self.generate()
+            first = self._measured_call()
             self.info = dataclasses.replace(self.info, first_call_seconds=first.seconds)
+        #: On CPU, the call whose peak memory every round reports; see ``_memory_call``.
+        self._memory: RoundResult | None = self._memory_call() if self._cpu else None
 
     def prepare(self) -> None:
         """Outside the timed region, before every round: the blog's ``set_seed(0)``."""
@@ -137,12 +152,40 @@ class VariantRunner:
 
         set_seed(self.spec.workload.seed)
 
+    def _memory_call(self) -> RoundResult:
+        """One untimed call, before the warm-up, whose peak resident set is the variant's CPU memory figure.
+
+        Measured with the allocator pinned (every large block its own mapping, freed at once), so the figure
+        is the call's live memory and reads the same in every fresh process; then the allocator is released so
+        that the timed calls run as in any process (pinned, page faults would add 45 % to a call's latency).
+        The timed rounds report this call's peak and per-stage peaks: on CPU their own readings depend on what
+        the allocator kept from earlier calls. An accelerator's allocator counts live bytes itself, so there the
+        rounds keep their own readings, as the blog's tables do.
+        """
+        self.prepare()
+        result = self._measured_call()
+        self._audio = None  # nothing of the memory call stays alive into the rounds
+        self._trackers.release_allocator()
+        return result
+
     def generate(self) -> RoundResult:
+        _raise_injected_failure(self.spec.variant.id)
+        result = self._measured_call()
+        if self._memory is None:
+            return result
+        stages = {
+            name: {**figures, "peak_memory_bytes": self._memory.stages.get(name, {}).get("peak_memory_bytes", 0)}
+            for name, figures in result.stages.items()
+        }
+        return dataclasses.replace(
+            result, peak_memory_bytes=self._memory.peak_memory_bytes, memory_method=MEMORY_CALL_METHOD, stages=stages
+        )
+
+    def _measured_call(self) -> RoundResult:
         import torch
 
         from barkbench.measure.workload import audio_seconds
 
-        _raise_injected_failure(self.spec.variant.id)
         kwargs = {**self.inputs, **self.spec.workload.call_kwargs(), "return_output_lengths": True}
         if self.spec.fixed_length:
             kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
