@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scipy import stats as scipy_stats
 
 from barkbench.cli import main
+from barkbench.results import markdown as md
 from barkbench.results.compare import METRICS, OptionError, compare_runs, parse_fail_on, parse_threshold
 from barkbench.results.load import load_run
 
@@ -91,14 +93,18 @@ def test_throughput_down_6_percent_fails(tmp_path: Path, capsys: Capsys) -> None
     new = make_new(tmp_path, set_extra("throughput_samples_per_s", (1 / 1.46) * 0.94))
     code, out, _ = compare(capsys, new, *GATES)
     assert code == 1
-    assert "| throughput | 0.685 samples/s | 0.644 samples/s | −6.0 % | REGRESSION (> 5 %) |" in out
+    # The file's 3 rounds per side cannot reach p < 0.05 (2 / C(6, 3) = 0.1): the threshold alone decides.
+    assert (
+        "| throughput | 0.685 samples/s | 0.644 samples/s | −6.0 % | REGRESSION (> 5 %; too few rounds to test "
+        "(3 vs 3; p < 0.05 needs 4+ each)) |" in out
+    )
 
 
 def test_throughput_up_is_fine(tmp_path: Path, capsys: Capsys) -> None:
     new = make_new(tmp_path, set_extra("throughput_samples_per_s", (1 / 1.46) * 1.5))
     code, out, _ = compare(capsys, new, *GATES)
     assert code == 0
-    assert "+50.0 % | improved |" in out
+    assert "+50.0 % | improved (too few rounds to test (3 vs 3; p < 0.05 needs 4+ each)) |" in out
 
 
 def test_latency_gate_uses_stats_mean(tmp_path: Path, capsys: Capsys) -> None:
@@ -109,7 +115,7 @@ def test_latency_gate_uses_stats_mean(tmp_path: Path, capsys: Capsys) -> None:
     new = make_new(tmp_path, slower)
     code, out, _ = compare(capsys, new, "--fail-on", "latency:10%")
     assert code == 1
-    assert "| latency mean | 1.46 s | 1.62 s | +11.0 % | REGRESSION (> 10 %) |" in out
+    assert "| latency mean | 1.46 s | 1.62 s | +11.0 % | REGRESSION (> 10 %; too few rounds to test" in out
     assert compare(capsys, new, "--fail-on", "latency:0.15")[0] == 0  # within 15 %
 
 
@@ -258,3 +264,97 @@ def test_bad_fail_on_is_exit_2_one_line(capsys: Capsys) -> None:
     err = capsys.readouterr().err
     assert err.startswith("barkbench: error: argument --fail-on: unknown metric 'vram'")
     assert err.count("\n") == 1
+
+
+# -- significance-gated timing metrics -----------------------------------------------------------------------------
+
+#: Ten rounds of the sdpa row in BASE, then NEW 6 % slower on every round (consistent) or on average only (noisy:
+#: rounds spread ±25 %, most of NEW's inside BASE's range). Means: BASE 1.00 s, both NEWs 1.06 s.
+BASE_ROUNDS = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98, 1.00, 1.01, 0.99, 1.00]
+CONSISTENT_ROUNDS = [round(x * 1.06, 6) for x in BASE_ROUNDS]
+NOISY_BASE_ROUNDS = [0.80, 1.25, 0.95, 1.10, 0.85, 1.20, 0.90, 1.05, 1.00, 0.90]
+NOISY_NEW_ROUNDS = [0.85, 1.30, 0.90, 1.25, 0.95, 1.15, 1.00, 1.10, 0.95, 1.15]
+
+
+def with_rounds(tmp_path: Path, name: str, rounds: list[float]) -> Path:
+    """run-cpu.json with the sdpa row's rounds, mean and derived timing figures set from ``rounds``."""
+    data = json.loads(BASE.read_text())
+    bench = next(b for b in data["benchmarks"] if b["fullname"] == SDPA)
+    mean = sum(rounds) / len(rounds)
+    bench["stats"].update(data=rounds, mean=mean, rounds=len(rounds))
+    bench["extra_info"].update(throughput_samples_per_s=1 / mean, audio_seconds_per_wall_second=5.12 / mean)
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def gate(capsys: Capsys, base: Path, new: Path, *options: str) -> tuple[int, str]:
+    code = main(["compare", str(base), str(new), "--fail-on", "latency:5%", "--fail-on", "throughput:5%", *options])
+    return code, capsys.readouterr().out
+
+
+def sdpa_rows(out: str) -> list[str]:
+    return [line for line in out.splitlines() if "sdpa-fp32-bs1" in line]
+
+
+def test_consistent_six_percent_slower_fails(tmp_path: Path, capsys: Capsys) -> None:
+    base = with_rounds(tmp_path, "base.json", BASE_ROUNDS)
+    code, out = gate(capsys, base, with_rounds(tmp_path, "new.json", CONSISTENT_ROUNDS))
+    assert code == 1
+    latency, throughput = sdpa_rows(out)
+    p_value = scipy_stats.mannwhitneyu(CONSISTENT_ROUNDS, BASE_ROUNDS).pvalue
+    assert "| +6.0 % | REGRESSION (> 5 %, significant) |" in latency
+    assert latency.endswith(f" | {p_value:.2g} |") and p_value < 0.001
+    # Throughput 1 / 1.06 - 1 = -5.7 %: the same rounds, the same test, the interval on the reciprocal.
+    assert "| −5.7 % | REGRESSION (> 5 %, significant) |" in throughput
+    assert "FAILED: 2 regression(s)" in out
+
+
+def test_noisy_six_percent_slower_that_is_not_significant_passes(tmp_path: Path, capsys: Capsys) -> None:
+    base = with_rounds(tmp_path, "base.json", NOISY_BASE_ROUNDS)
+    code, out = gate(capsys, base, with_rounds(tmp_path, "new.json", NOISY_NEW_ROUNDS))
+    assert code == 0
+    latency, _ = sdpa_rows(out)
+    p_value = scipy_stats.mannwhitneyu(NOISY_NEW_ROUNDS, NOISY_BASE_ROUNDS).pvalue
+    assert p_value > 0.05
+    assert "| +6.0 % | ok (> 5 % but not significant at 0.05) |" in latency
+    assert latency.endswith(f" | {p_value:.2g} |")
+    # Its interval straddles zero: the data cannot tell +6 % from no change.
+    interval = latency.split(" | ")[-2]
+    low, high = interval.split(" to ")
+    assert low.startswith(md.MINUS) and high.startswith("+")
+    assert "OK: no regression" in out
+
+
+def test_too_few_rounds_fail_by_default_and_pass_when_asked(tmp_path: Path, capsys: Capsys) -> None:
+    base = with_rounds(tmp_path, "base.json", [1.00, 1.01, 0.99])
+    new = with_rounds(tmp_path, "new.json", [1.06, 1.07, 1.05])
+    code, out = gate(capsys, base, new)
+    assert code == 1
+    assert "REGRESSION (> 5 %; too few rounds to test (3 vs 3; p < 0.05 needs 4+ each))" in sdpa_rows(out)[0]
+    code, out = gate(capsys, base, new, "--when-undecided", "pass")
+    assert code == 0
+    assert "undecided (> 5 %; too few rounds to test" in sdpa_rows(out)[0]
+
+
+def test_alpha_option(tmp_path: Path, capsys: Capsys) -> None:
+    base = with_rounds(tmp_path, "base.json", BASE_ROUNDS)
+    new = with_rounds(tmp_path, "new.json", CONSISTENT_ROUNDS)
+    # At 0.001, p = 0.00016 is significant; at 0.0001 ten rounds a side cannot get there at all (scipy's normal
+    # approximation gives fully separated 10 vs 10 p = 0.00018), so the verdict says so.
+    assert gate(capsys, base, new, "--alpha", "0.001")[0] == 1
+    code, out = gate(capsys, base, new, "--alpha", "0.0001", "--when-undecided", "pass")
+    assert code == 0
+    assert "undecided (> 5 %; too few rounds to test (10 vs 10; p < 0.0001 needs 11+ each))" in sdpa_rows(out)[0]
+    assert main(["compare", str(base), str(new), "--alpha", "5"]) == 2
+    assert "--alpha '5' must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_file_without_rounds_is_judged_on_the_threshold_and_says_so(tmp_path: Path, capsys: Capsys) -> None:
+    def no_rounds(bench: dict[str, Any]) -> None:
+        bench["stats"].pop("data")
+        bench["stats"]["mean"] = 1.62
+
+    code, out, _ = compare(capsys, make_new(tmp_path, no_rounds), "--fail-on", "latency:10%")
+    assert code == 1
+    assert "REGRESSION (> 10 %) (no per-round data to test)" in out

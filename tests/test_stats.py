@@ -113,7 +113,7 @@ def test_mann_whitney_three_against_three_cannot_decide() -> None:
     assert sig.p_value == pytest.approx(0.1) and sig.min_p_value == pytest.approx(0.1)
     assert not sig.decidable and not sig.significant
     assert stats.rounds_needed(0.05) == 4
-    assert stats.rounds_needed(0.002) == 7  # 2 / C(14, 7) = 0.00058; 2 / C(12, 6) = 0.0022
+    assert stats.rounds_needed(0.002) == 7  # exact: 2 / C(14, 7) = 0.00058; 2 / C(12, 6) = 0.0022
 
 
 def test_mann_whitney_matches_scipy_on_interleaved_samples() -> None:

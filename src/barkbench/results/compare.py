@@ -4,6 +4,13 @@ pytest-benchmark's ``--benchmark-compare-fail`` gates timing stats only; peak me
 audio rate live in ``extra_info``, which it never compares. Benchmarks are matched by ``fullname`` (the test
 id is the variant id, so the same variant keeps its name across runs).
 
+Timing metrics (latency, throughput, audio rate) are gated as asv gates: the change of the recorded figure must
+exceed the threshold AND be significant — a two-sided Mann-Whitney U test on the per-round timings both files store
+(``stats.data``) with p < ``--alpha``. A run with too few rounds for the test to reach ``--alpha`` (3 vs 3 never
+can) is judged on the threshold alone and the verdict says so (``--when-undecided pass`` lets it pass); so is a
+file without per-round data. Each timing row shows the 95 % interval of the change (percentile bootstrap over the
+rounds) and the p-value. Peak memory, deterministic on CUDA, keeps the plain threshold.
+
 Exit status: 0 no regression beyond a threshold, 1 at least one, 2 unusable input (missing or malformed file,
 or a BASE benchmark absent from NEW without ``--allow-missing``).
 """
@@ -17,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from barkbench import stats
 from barkbench.results import markdown as md
 from barkbench.results import schema
 from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_run
@@ -49,6 +57,16 @@ class Metric:
     @property
     def higher_is_worse(self) -> bool:
         return self.descriptor.higher_is_worse
+
+    @property
+    def timing(self) -> bool:
+        """Derived from the per-round timings, so gated on their significance as well as the threshold."""
+        return self.descriptor in (schema.LATENCY, schema.THROUGHPUT, schema.AUDIO_RATE)
+
+    @property
+    def reciprocal(self) -> bool:
+        """Proportional to 1 / mean latency (throughput = batch / latency; audio rate = audio / latency)."""
+        return self.descriptor in (schema.THROUGHPUT, schema.AUDIO_RATE)
 
     def value(self, result: BenchmarkResult) -> float | None:
         return metric_value(result, self.descriptor)
@@ -139,8 +157,11 @@ class Check:
     new: float | None
     threshold: float | None
     verdict: str
+    #: Timing metrics with stored rounds: the change's 95 % interval and the Mann-Whitney test.
+    interval: stats.Interval | None = None
+    significance: stats.Significance | None = None
 
-    HEADERS = ("Benchmark", "Metric", "Base", "New", "Change", "Verdict")
+    HEADERS = ("Benchmark", "Metric", "Base", "New", "Change", "Verdict", "Change 95 % CI", "p")
 
     @property
     def change(self) -> float | None:
@@ -159,6 +180,10 @@ class Check:
             render(self.new),
             md.format_percent(self.change, decimals=1),
             self.verdict,
+            md.MISSING
+            if self.interval is None
+            else f"{md.format_percent(self.interval.low, 1)} to {md.format_percent(self.interval.high, 1)}",
+            md.MISSING if self.significance is None else f"{self.significance.p_value:.2g}",
         ]
 
 
@@ -184,6 +209,56 @@ def judge(metric: Metric, base: float | None, new: float | None, threshold: floa
     return "ok"
 
 
+def judge_timing(
+    metric: Metric,
+    base: BenchmarkResult,
+    new: BenchmarkResult,
+    threshold: float | None,
+    alpha: float = stats.ALPHA,
+    undecided_fails: bool = True,
+) -> tuple[str, stats.Interval | None, stats.Significance | None]:
+    """The verdict on a timing metric: beyond the threshold (on the recorded figures) AND significant (on the
+    rounds); with the change's interval and the test for the table."""
+    base_value, new_value = metric.value(base), metric.value(new)
+    plain = judge(metric, base_value, new_value, threshold)
+    change = md.relative_change(new_value, base_value)
+    if not base.round_seconds or not new.round_seconds or change is None:
+        beyond = plain.startswith(("REGRESSION (>", "improved"))
+        return (f"{plain} (no per-round data to test)" if beyond else plain), None, None
+    verdict = stats.regression_verdict(
+        base.round_seconds,
+        new.round_seconds,
+        threshold if threshold is not None else 0.0,
+        higher_is_worse=metric.higher_is_worse,
+        alpha=alpha,
+        undecided_fails=undecided_fails,
+        reciprocal=metric.reciprocal,
+        change=change,
+        epsilon=_EPSILON,
+    )
+    sig, interval = verdict.significance, verdict.change_interval
+    if threshold is None or not plain.startswith(("REGRESSION (>", "improved")):
+        return plain, interval, sig
+    limit = f"> {format_threshold(threshold)}"
+    if verdict.kind == "regression":
+        return f"REGRESSION ({limit}, significant)", interval, sig
+    if verdict.kind == "improved":
+        return "improved (significant)", interval, sig
+    if verdict.kind == "not significant":
+        return f"ok ({limit} but not significant at {alpha:g})", interval, sig
+    assert sig is not None and verdict.kind == "undecided"
+    rounds = (
+        f"too few rounds to test ({sig.n_base} vs {sig.n_new}; p < {alpha:g} needs {stats.rounds_needed(alpha)}+ each)"
+    )
+    if verdict.regressed:
+        return f"REGRESSION ({limit}; {rounds})", interval, sig
+    return (
+        (f"undecided ({limit}; {rounds})" if plain.startswith("REGRESSION") else f"improved ({rounds})"),
+        interval,
+        sig,
+    )
+
+
 @dataclass(frozen=True)
 class Comparison:
     checks: tuple[Check, ...]
@@ -195,7 +270,7 @@ class Comparison:
         return [c for c in self.checks if c.regressed]
 
     def to_markdown(self) -> str:
-        lines = [md.table(Check.HEADERS, [c.row() for c in self.checks], numeric=(2, 3, 4))]
+        lines = [md.table(Check.HEADERS, [c.row() for c in self.checks], numeric=(2, 3, 4, 6, 7))]
         if self.missing:
             lines += ["", "Missing in NEW (skipped with --allow-missing): " + _names(self.missing)]
         if self.added:
@@ -203,7 +278,14 @@ class Comparison:
         return "\n".join(lines)
 
 
-def compare_runs(base: Run, new: Run, gates: Sequence[Gate], allow_missing: bool = False) -> Comparison:
+def compare_runs(
+    base: Run,
+    new: Run,
+    gates: Sequence[Gate],
+    allow_missing: bool = False,
+    alpha: float = stats.ALPHA,
+    undecided_fails: bool = True,
+) -> Comparison:
     """Check every BASE benchmark against NEW on the gated metrics (all metrics, ungated, when none given)."""
     if not base.benchmarks:
         raise ResultsError(
@@ -230,14 +312,18 @@ def compare_runs(base: Run, new: Run, gates: Sequence[Gate], allow_missing: bool
         for name, threshold in thresholds.items():
             metric = METRICS[name]
             base_value, new_value = metric.value(old), metric.value(current)
+            interval: stats.Interval | None = None
+            significance: stats.Significance | None = None
             if old.failed:
                 verdict = "failed in BASE"  # nothing to hold NEW to
             elif current.failed:
                 # A variant that used to work and now fails is the worst regression there is.
                 verdict = "REGRESSION (failed in NEW)" if threshold is not None else "failed in NEW"
+            elif metric.timing:
+                verdict, interval, significance = judge_timing(metric, old, current, threshold, alpha, undecided_fails)
             else:
                 verdict = judge(metric, base_value, new_value, threshold)
-            checks.append(Check(old.name, metric, base_value, new_value, threshold, verdict))
+            checks.append(Check(old.name, metric, base_value, new_value, threshold, verdict, interval, significance))
     added = tuple(b.fullname for b in new.benchmarks if b.fullname not in base_names)
     return Comparison(tuple(checks), missing, added)
 
@@ -276,18 +362,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"nothing is gated",
     )
     parser.add_argument(
+        "--alpha",
+        type=_alpha,
+        default=stats.ALPHA,
+        metavar="P",
+        help=f"significance level of the Mann-Whitney U test that timing regressions must also pass "
+        f"(default: {stats.ALPHA:g})",
+    )
+    parser.add_argument(
+        "--when-undecided",
+        choices=("fail", "pass"),
+        default="fail",
+        help="a timing change beyond its threshold in runs with too few rounds to test (or without per-round "
+        "data): fail (default, the threshold alone decides) or pass",
+    )
+    parser.add_argument(
         "--allow-missing",
         action="store_true",
         help="skip BASE benchmarks absent from NEW instead of failing with exit status 2",
     )
 
 
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--alpha {text!r} is not a number; e.g. 0.05") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"--alpha {text!r} must be between 0 and 1 (exclusive); e.g. 0.05")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     base, new = load_run(args.base), load_run(args.new)
     for note in base.notes() + new.notes():
         print(f"barkbench: note: {note}", file=sys.stderr)
-    comparison = compare_runs(base, new, args.fail_on, allow_missing=args.allow_missing)
+    undecided_fails = getattr(args, "when_undecided", "fail") == "fail"
+    alpha = getattr(args, "alpha", stats.ALPHA)
+    comparison = compare_runs(
+        base, new, args.fail_on, allow_missing=args.allow_missing, alpha=alpha, undecided_fails=undecided_fails
+    )
     print(comparison.to_markdown())
+    print()
+    print(
+        f"Timing metrics fail only beyond the threshold AND significant (two-sided Mann-Whitney U on the per-round "
+        f"timings, p < {alpha:g}); their 95 % intervals are percentile bootstraps over the rounds. Memory: "
+        f"threshold alone."
+    )
     print()
     regressions = comparison.regressions
     if not args.fail_on:
