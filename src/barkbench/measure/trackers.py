@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from barkbench.measure.device import synchronize
 
@@ -199,7 +200,7 @@ class MemoryTracker:
         self.result = PeakMemory()
         self._poller: _RssPoller | None = None
 
-    def _accelerator(self):
+    def _accelerator(self) -> Any:
         import torch
 
         return getattr(torch, self.device_type)
