@@ -32,6 +32,8 @@ class RunSpec:
     env: dict[str, str] = field(default_factory=dict)
     #: Force every call to the pinned semantic length (EOS masked until then): low-variance A/B comparisons.
     fixed_length: bool = False
+    #: torch intra-op threads in the worker (``torch.set_num_threads``); None keeps torch's default.
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class RunnerInfo:
     quantized_linear: int = 0
     #: Compile variants only: the first generate call (where compilation happens), timed at load.
     first_call_seconds: float | None = None
+    #: torch's intra-op threads while the rounds run (``torch.get_num_threads()``).
+    torch_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,11 @@ class VariantRunner:
 
         self.spec = spec
         self._trackers = trackers
+        if spec.threads is not None:
+            import torch
+
+            # Before any model code runs: the thread pool is sized on first use.
+            torch.set_num_threads(spec.threads)
         self._cpu = spec.device_type == "cpu"
         if self._cpu:
             # Before anything is loaded: the resident set must follow live allocations through loading and the
@@ -136,6 +145,7 @@ class VariantRunner:
             weights_bytes=_weights_bytes(self.model),
             compiled=prepared.compiled,
             quantized_linear=prepared.quantized_linear,
+            torch_threads=_torch_threads(),
         )
         if prepared.compiled:
             # torch.compile is lazy: the first call compiles. Done here, timed, so that neither the warm-up
@@ -222,6 +232,12 @@ class VariantRunner:
 
         self.model = self.processor = self._audio = None
         gc.collect()
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def _weights_bytes(model: Any) -> int:

@@ -37,6 +37,7 @@ def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
 
 
 parse_rounds = positive_int("--bark-rounds")
+parse_threads = positive_int("--bark-threads")
 parse_warmup_rounds = positive_int("--bark-warmup-rounds", minimum=0)
 parse_semantic_tokens = positive_int("--bark-semantic-tokens")
 
@@ -126,6 +127,14 @@ def add_options(parser: pytest.Parser) -> None:
         default="transform",
         help="how the bettertransformer variant is applied: BetterTransformer.transform(model, "
         "keep_original_model=False) or the blog's model.to_bettertransformer()",
+    )
+    group.addoption(
+        "--bark-threads",
+        type=parse_threads,
+        default=None,
+        metavar="N",
+        help="torch intra-op threads in each variant's worker (default: torch's, one per usable core); recorded "
+        "as torch_threads",
     )
     group.addoption(
         "--bark-budgets",

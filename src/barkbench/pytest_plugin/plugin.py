@@ -59,3 +59,5 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     from barkbench.measure import device
 
     machine_info["barkbench"] = device.machine_info()
+    # CPU model, frequency policy and the load at the session's start: what makes two runs' timings differ.
+    machine_info["barkbench"]["cpu"] = bark_session(config).machine_facts.as_dict()

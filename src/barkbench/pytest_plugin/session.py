@@ -11,6 +11,8 @@ by default.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,8 +20,9 @@ from typing import Any
 
 import pytest
 
+from barkbench import stats as bstats
 from barkbench.measure import device as device_mod
-from barkbench.measure import sources
+from barkbench.measure import noise, sources
 from barkbench.measure.optimize import VariantUnsupported, unsupported_reason
 from barkbench.measure.runner import RoundResult, RunSpec
 from barkbench.measure.summary import summarize
@@ -27,6 +30,8 @@ from barkbench.measure.worker import VariantFailed, start_runner
 from barkbench.measure.workload import Workload, WorkloadError
 from barkbench.pytest_plugin import benchmark_patches
 from barkbench.results import budgets as budgets_mod
+from barkbench.results.load import parse_run
+from barkbench.results.report import terminal_tables
 from barkbench.variants import CPU_DEFAULT_NOTE, Variant, dedupe, default_variants
 
 #: Rounds when --bark-rounds is not given: enough to see the spread on the tiny model inside the 10-minute
@@ -50,6 +55,8 @@ class BenchConfig:
     bt_via: str
     wav_dir: str | None = None
     fixed_length: bool = False
+    #: --bark-threads: the worker's torch intra-op threads (None: torch's default).
+    threads: int | None = None
 
     @classmethod
     def from_pytest_config(cls, config: pytest.Config) -> BenchConfig:
@@ -71,6 +78,7 @@ class BenchConfig:
             bt_via=config.getoption("bark_bt_via"),
             wav_dir=config.getoption("bark_wav_dir"),
             fixed_length=config.getoption("bark_fixed_length"),
+            threads=config.getoption("bark_threads", None),
         )
 
     def workload(self, variant: Variant, prompts: tuple[str, ...] | None = None) -> Workload:
@@ -87,6 +95,7 @@ class BenchConfig:
             bt_via=self.bt_via,
             env={"TRANSFORMERS_VERBOSITY": "error"},
             fixed_length=self.fixed_length,
+            threads=self.threads,
         )
 
 
@@ -101,15 +110,22 @@ class Progress:
         self._steps += [f"round {i + 1}/{rounds}" for i in range(rounds)] if enabled else ["run 1/1"]
         self._done = 0
 
+    def warn(self, message: str) -> None:
+        """A line about the variant outside the round steps (e.g. its figures failed the noise checks)."""
+        self._write(f"[barkbench] {self._variant_id}: {message}", yellow=True)
+
     def next_round(self) -> None:
         step = self._steps[self._done] if self._done < len(self._steps) else f"call {self._done + 1}"
         self._done += 1
+        self._write(f"[barkbench] {self._variant_id}: {step}")
+
+    def _write(self, line: str, **markup: bool) -> None:
         if self._reporter is None:
             return
         # The test's output is captured at the file-descriptor level; suspend it as pytest's live logging does.
         suspended = self._capture.global_and_fixture_disabled() if self._capture else contextlib.nullcontext()
         with suspended:
-            self._reporter.write_line(f"[barkbench] {self._variant_id}: {step}")
+            self._reporter.write_line(line, **markup)
 
 
 @dataclass
@@ -125,6 +141,7 @@ class BarkSession:
     #: The budget verdicts, once checked at session end (None: --bark-budgets not given).
     verdicts: list[budgets_mod.Verdict] | None = None
     _config: BenchConfig | None = None
+    _machine_facts: noise.MachineFacts | None = None
 
     @property
     def config(self) -> BenchConfig:
@@ -143,13 +160,28 @@ class BarkSession:
 
     # -- hooks -------------------------------------------------------------------------------------------------
 
-    def pytest_report_header(self, config: pytest.Config) -> str | None:
-        if config.getoption("bark_variants") or self.config.device_type != "cpu":
-            return None
-        return f"barkbench: {CPU_DEFAULT_NOTE}"
+    @property
+    def machine_facts(self) -> noise.MachineFacts:
+        """CPU model, frequency policy and the load when the session began (read once, at the header)."""
+        if self._machine_facts is None:
+            self._machine_facts = noise.machine_facts()
+        return self._machine_facts
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
+        lines = []
+        busy = self.machine_facts.busy_warning()
+        if busy:
+            lines.append(f"barkbench: WARNING: {busy}")
+        if not (config.getoption("bark_variants") or self.config.device_type != "cpu"):
+            lines.append(f"barkbench: {CPU_DEFAULT_NOTE}")
+        return lines or None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         benchmark_patches.install(session.config, self.failed)
+        bs = getattr(session.config, "_benchmarksession", None)
+        if bs is not None:
+            # Autosaved files keep the per-round timings too: `barkbench compare` tests significance on them.
+            bs.save_data = True
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # pytest-benchmark's own sessionfinish is a hook wrapper that has already saved the results here.
@@ -161,7 +193,9 @@ class BarkSession:
         if budgets_mod.failures(self.verdicts) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
+    @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        self._print_tables(terminalreporter)
         if self.verdicts is None:
             return
         terminalreporter.section("barkbench memory budgets")
@@ -175,6 +209,33 @@ class BarkSession:
             terminalreporter.write_line(
                 f"{len(failed)} of {len(self.verdicts)} budget check(s) failed: the session fails", red=True, bold=True
             )
+
+    def _print_tables(self, terminalreporter: Any) -> None:
+        text = _session_tables(self)
+        if text is None:
+            return
+        terminalreporter.section("barkbench results")
+        for line in text.splitlines():
+            terminalreporter.write_line(line)
+
+
+def _session_tables(session: BarkSession) -> str | None:
+    """The blog's tables of what this session measured, by ``barkbench report``'s code (None: nothing timed)."""
+    config = session.pytest_config
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is None or bs.disabled or not (bs.benchmarks or session.failed):
+        return None
+    output = config.hook.pytest_benchmark_generate_json(
+        config=config,
+        benchmarks=bs.benchmarks,
+        include_data=True,
+        # The group titles need no machine details; skip pytest-benchmark's slow CPU probe.
+        machine_info={"node": platform.node()},
+        commit_info={},
+    )
+    output["benchmarks"].extend(session.failed)
+    run = parse_run(output, Path("this session"))
+    return terminal_tables(run) if run.benchmarks else None
 
 
 class BarkBench:
@@ -226,8 +287,18 @@ class BarkBench:
         pytest_config = self.session.pytest_config if self.session else None
         progress = Progress(pytest_config, variant.id, cfg.warmup_rounds, cfg.rounds, benchmark.enabled)
 
+        # Other processes' CPU time and the load, over the measured rounds only (from the first measured round's
+        # setup to the end): what the noise checks hold the rounds to.
+        sampler = noise.CpuSampler(sorted({os.getpid(), runner.info.pid}))
+        sampling = contextlib.ExitStack()
+        calls = 0
+
         def setup() -> None:
+            nonlocal calls
             progress.next_round()
+            if benchmark.enabled and calls == cfg.warmup_rounds:
+                sampling.enter_context(sampler)
+            calls += 1
             runner.prepare()
 
         try:
@@ -243,7 +314,10 @@ class BarkBench:
             )
             if info.compiled or info.quantized_linear:
                 benchmark.extra_info.update(compiled=list(info.compiled), quantized_linear=info.quantized_linear)
-            benchmark.pedantic(one_round, setup=setup, rounds=cfg.rounds, warmup_rounds=cfg.warmup_rounds, iterations=1)
+            with sampling:
+                benchmark.pedantic(
+                    one_round, setup=setup, rounds=cfg.rounds, warmup_rounds=cfg.warmup_rounds, iterations=1
+                )
             if cfg.wav_dir:
                 wav = Path(cfg.wav_dir).resolve() / f"{variant.id}.wav"
                 wav.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +331,17 @@ class BarkBench:
         stats: Any = getattr(benchmark, "stats", None)
         mean = stats.stats.mean if benchmark.enabled and stats is not None else None
         stddev = stats.stats.stddev if mean is not None and cfg.rounds > 1 else None
-        benchmark.extra_info.update(summarize(measured, variant.batch_size, mean, stddev).to_extra_info(), status="ok")
+        figures = replace(
+            summarize(measured, variant.batch_size, mean, stddev), torch_threads=runner.info.torch_threads
+        )
+        if mean is not None:
+            # The timings pytest-benchmark stores, so a report re-checking them reads the same numbers.
+            check = bstats.check_noise(list(stats.stats.data), sampler.usage)
+            usage = sampler.usage.as_dict() if sampler.usage else None
+            figures = replace(figures, noise=check.as_dict(), cpu_usage=usage)
+            if check.unstable:
+                progress.warn(f"unstable: {check.summary}")
+        benchmark.extra_info.update(figures.to_extra_info(), status="ok")
         if runner.info.first_call_seconds is not None:
             # The compiling first call, and its excess over the steady state: the cost of compilation.
             steady = statistics.fmean(r.seconds for r in measured)
