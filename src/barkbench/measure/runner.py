@@ -40,6 +40,8 @@ class RunSpec:
 class RunnerInfo:
     attention_impl: str
     attention_modules: dict[str, int]
+    #: The device kind ("cuda", "cpu"): results group by it. An offloaded model reports the offload hook's
+    #: execution device ("cuda:0"), the others the plain kind: the index is recorded on its own.
     device: str
     device_name: str
     baseline_memory_bytes: int
@@ -57,6 +59,8 @@ class RunnerInfo:
     first_call_seconds: float | None = None
     #: torch's intra-op threads while the rounds run (``torch.get_num_threads()``).
     torch_threads: int | None = None
+    #: The device's index ("cuda:1" -> 1), None on the CPU.
+    device_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,10 +136,12 @@ class VariantRunner:
         self.processor = sources.load_processor(source)
         self.inputs, warnings = workload.prepare_inputs(self.processor, spec.workload, prepared.device)
         self._audio: tuple[Any, Any] | None = None
+        device_kind, device_index = device_mod.device_kind_and_index(prepared.device)
         self.info = RunnerInfo(
             attention_impl=prepared.attention_impl,
             attention_modules=prepared.attention_modules,
-            device=str(prepared.device),
+            device=device_kind,
+            device_index=_resolved_index(device_kind, device_index),
             device_name=device_mod.device_name(spec.device_type),
             baseline_memory_bytes=self._baseline,
             model_memory_bytes=max(0, trackers.memory_in_use(spec.device_type) - self._baseline),
@@ -197,6 +203,8 @@ class VariantRunner:
         from barkbench.measure.workload import audio_seconds
 
         kwargs = {**self.inputs, **self.spec.workload.call_kwargs(), "return_output_lengths": True}
+        # The previous call's audio must not be alive (on the device) inside this call's peak.
+        self._audio = None
         if self.spec.fixed_length:
             kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
         memory = self._trackers.MemoryTracker(self.spec.device_type, baseline_bytes=self._baseline)
@@ -205,7 +213,8 @@ class VariantRunner:
         stage_tracker = StageTracker(self.model, self.spec.device_type, baseline_bytes=self._baseline)
         with torch.inference_mode(), stage_tracker as stages, memory as mem, latency as lat:
             audio, lengths = self.model.generate(**kwargs)
-        self._audio = (audio, lengths)
+        # Kept on the host for save_wav: a device copy would sit in the allocator between rounds.
+        self._audio = (audio.detach().cpu(), lengths.detach().cpu() if hasattr(lengths, "cpu") else lengths)
         return RoundResult(
             seconds=lat.seconds,
             # Each stage resets the peak counter; the stage tracker keeps what was reached before each reset.
@@ -238,6 +247,15 @@ def _torch_threads() -> int:
     import torch
 
     return int(torch.get_num_threads())
+
+
+def _resolved_index(kind: str, index: int | None) -> int | None:
+    """The index of the device the model runs on: a plain "cuda" means the current device."""
+    if index is not None or kind != "cuda":
+        return index
+    import torch
+
+    return int(torch.cuda.current_device())
 
 
 def _weights_bytes(model: Any) -> int:

@@ -67,6 +67,18 @@ def parse_budgets_option(value: str) -> budgets_mod.Budgets:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def check_device_option(config: pytest.Config) -> None:
+    """``--bark-device cuda`` where torch cannot use a CUDA GPU fails the session at start-up, in one line, before
+    any model loads (never a quiet CPU run). Asks a child process: this one creates no CUDA context."""
+    if config.getoption("bark_device", None) != "cuda":
+        return
+    from barkbench.measure import device
+
+    reason = device.cuda_unavailable_reason()
+    if reason:
+        raise pytest.UsageError(reason)
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("barkbench", "Bark benchmark harness")
     group.addoption(

@@ -24,6 +24,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    options.check_device_option(config)
     config.pluginmanager.register(BarkSession(config), SESSION_PLUGIN)
 
 
@@ -58,6 +59,6 @@ def bark_bench(request: pytest.FixtureRequest) -> BarkBench:
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     from barkbench.measure import device
 
-    machine_info["barkbench"] = device.machine_info()
+    machine_info["barkbench"] = device.machine_info(bark_session(config).config.device_type)
     # CPU model, frequency policy and the load at the session's start: what makes two runs' timings differ.
     machine_info["barkbench"]["cpu"] = bark_session(config).machine_facts.as_dict()

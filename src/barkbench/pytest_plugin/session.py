@@ -32,7 +32,7 @@ from barkbench.pytest_plugin import benchmark_patches
 from barkbench.results import budgets as budgets_mod
 from barkbench.results.load import parse_run
 from barkbench.results.report import terminal_tables
-from barkbench.variants import CPU_DEFAULT_NOTE, Variant, dedupe, default_variants
+from barkbench.variants import CPU_DEFAULT_NOTE, CPU_EMULATED_HALF_NOTE, Variant, dedupe, default_variants
 
 #: Rounds when --bark-rounds is not given: enough to see the spread on the tiny model inside the 10-minute
 #: budget; bigger models are slower per call, so fewer samples fit but each is steadier.
@@ -65,7 +65,10 @@ class BenchConfig:
         device = config.getoption("bark_device")
         device_type = device_mod.device_type() if device == "auto" else device
         chosen: list[list[Variant]] | None = config.getoption("bark_variants")
-        variants = dedupe([v for values in chosen for v in values]) if chosen else default_variants(device_type)
+        half_native = device_type != "cpu" or not device_mod.cpu_emulates_half_precision()
+        variants = (
+            dedupe([v for values in chosen for v in values]) if chosen else default_variants(device_type, half_native)
+        )
         rounds = config.getoption("bark_rounds") or DEFAULT_ROUNDS.get(model, DEFAULT_ROUNDS_OTHER)
         return cls(
             model=model,
@@ -174,6 +177,8 @@ class BarkSession:
             lines.append(f"barkbench: WARNING: {busy}")
         if not (config.getoption("bark_variants") or self.config.device_type != "cpu"):
             lines.append(f"barkbench: {CPU_DEFAULT_NOTE}")
+            if device_mod.cpu_emulates_half_precision():
+                lines.append(f"barkbench: {CPU_EMULATED_HALF_NOTE}")
         return lines or None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -306,6 +311,7 @@ class BarkBench:
             benchmark.extra_info.update(
                 attention_impl=info.attention_impl,
                 device=info.device,
+                device_index=info.device_index,
                 device_name=info.device_name,
                 model_memory_bytes=info.model_memory_bytes,
                 weights_bytes=info.weights_bytes,
