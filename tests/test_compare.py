@@ -358,3 +358,18 @@ def test_file_without_rounds_is_judged_on_the_threshold_and_says_so(tmp_path: Pa
     code, out, _ = compare(capsys, make_new(tmp_path, no_rounds), "--fail-on", "latency:10%")
     assert code == 1
     assert "REGRESSION (> 10 %) (no per-round data to test)" in out
+
+
+def test_timing_rows_say_when_a_run_was_flagged_unstable(tmp_path: Path, capsys: Capsys) -> None:
+    from barkbench.stats import CpuUsage, check_noise
+
+    base = with_rounds(tmp_path, "base.json", BASE_ROUNDS)
+    data = json.loads(with_rounds(tmp_path, "new.json", CONSISTENT_ROUNDS).read_text())
+    bench = next(b for b in data["benchmarks"] if b["fullname"] == SDPA)
+    bench["extra_info"]["noise"] = check_noise(CONSISTENT_ROUNDS, CpuUsage(10.6, 9.0, 10.6, 2)).as_dict()
+    new = tmp_path / "noisy-new.json"
+    new.write_text(json.dumps(data))
+    code, out = gate(capsys, base, new)
+    assert code == 1
+    latency, _ = sdpa_rows(out)
+    assert "| REGRESSION (> 5 %, significant); NEW unstable |" in latency

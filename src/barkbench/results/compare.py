@@ -321,6 +321,10 @@ def compare_runs(
                 verdict = "REGRESSION (failed in NEW)" if threshold is not None else "failed in NEW"
             elif metric.timing:
                 verdict, interval, significance = judge_timing(metric, old, current, threshold, alpha, undecided_fails)
+                flagged = [side for side, r in (("BASE", old), ("NEW", current)) if r.unstable]
+                if flagged:
+                    # The noise checks failed on that run's rounds: the test holds, but the reader should know.
+                    verdict += f"; {' and '.join(flagged)} unstable"
             else:
                 verdict = judge(metric, base_value, new_value, threshold)
             checks.append(Check(old.name, metric, base_value, new_value, threshold, verdict, interval, significance))
