@@ -60,9 +60,20 @@ class StageFigures:
     peak_memory_bytes: int = 0
     tokens: int = 0
     calls: int = 0
+    #: Decode stages (semantic, coarse): the sub-model's forward passes, and the key positions they attended to
+    #: (past + new tokens, summed over forwards and the batch) — what ``results.efficiency`` turns into bytes read.
+    forwards: int = 0
+    key_positions: int = 0
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"seconds": self.seconds, "peak_memory_bytes": self.peak_memory_bytes, "tokens": self.tokens}
+        figures: dict[str, float | int] = {
+            "seconds": self.seconds,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "tokens": self.tokens,
+        }
+        if self.forwards:
+            figures.update(forwards=self.forwards, key_positions=self.key_positions)
+        return figures
 
 
 def fixed_length_kwargs(semantic_tokens: int) -> dict[str, int]:
@@ -102,6 +113,36 @@ def _codec_samples(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
     if isinstance(output, (list, tuple)):
         return int(sum(sample.shape[-1] for sample in output))
     return int(output.numel())
+
+
+#: The decode stages whose sub-model forwards are counted (``StageFigures.forwards``), by BarkModel attribute. The
+#: fine model's ``generate`` calls ``self.forward`` directly, past any hook; its work follows from its shapes.
+_DECODE_SUBMODELS = (("semantic", "semantic"), ("coarse", "coarse_acoustics"))
+
+
+def _past_length(kwargs: dict[str, Any]) -> int:
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    if cache is None:
+        return 0
+    if hasattr(cache, "get_seq_length"):  # a transformers Cache
+        return int(cache.get_seq_length())
+    return int(cache[0][0].shape[-2])  # legacy tuple of (key, value) per layer
+
+
+def _forward_counter(figures: StageFigures) -> Callable[..., None]:
+    def count(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        tensor = kwargs.get("input_ids")
+        for name in ("inputs_embeds", "input_embeds"):  # the name transformers 5 / 4.x give the prefill's embeddings
+            if tensor is None:
+                tensor = kwargs.get(name)
+        if tensor is None and args:
+            tensor = args[0]
+        if tensor is None:
+            return
+        figures.forwards += 1
+        figures.key_positions += int(tensor.shape[0]) * (_past_length(kwargs) + int(tensor.shape[1]))
+
+    return count
 
 
 _COUNTERS: dict[str, Callable[[Any, tuple, dict[str, Any]], int]] = {
@@ -166,6 +207,7 @@ class StageTracker:
         self._peak_abs = 0
         self._resettable = True
         self._installed: list[tuple[Any, str, bool, Any]] = []
+        self._hooks: list[Any] = []
 
     # -- results ---------------------------------------------------------------------------------------------
     @property
@@ -230,9 +272,14 @@ class StageTracker:
         except AttributeError as exc:
             self._restore()
             raise TypeError(f"StageTracker needs a transformers BarkModel; {exc}") from None
+        for stage, attribute in _DECODE_SUBMODELS:
+            hook = _forward_counter(self.stages[stage])
+            self._hooks.append(getattr(self.model, attribute).register_forward_pre_hook(hook, with_kwargs=True))
         return self
 
     def _restore(self) -> None:
+        while self._hooks:
+            self._hooks.pop().remove()
         while self._installed:
             owner, method_name, shadowed, previous = self._installed.pop()
             if shadowed:
@@ -273,6 +320,10 @@ def summarize_stages(rounds: list[dict[str, dict[str, float | int]]], latencies:
         }
         for name in STAGES
     }
+    for name in STAGES:
+        if all("forwards" in r[name] for r in rounds):
+            for key in ("forwards", "key_positions"):
+                stages[name][key] = _plain_mean([float(r[name][key]) for r in rounds])
 
     def rate(name: str) -> float | None:
         seconds = sum(float(r[name]["seconds"]) for r in rounds)

@@ -1,0 +1,254 @@
+"""The machine's limits, measured: copy bandwidth, the decode steps' matrix-vector rate and the fine stage's
+matrix-matrix rate, per device and dtype — what ``barkbench.results.efficiency`` holds each stage against.
+
+- **copy bandwidth**: ``dst.copy_(src)`` over buffers much larger than any cache (``COPY_BYTES``), read + write
+  bytes counted, as STREAM's copy does.
+- **kernel floor**: one decode step's matmuls alone (``F.linear`` of a ``batch``-row activation with every
+  matrix of the step, ``SubModelShape.decode_matrices``), in a loop, no ``generate``; the bytes those weights
+  hold over that time is the GEMV rate.
+- **matmul rate**: the fine stage's dominant product (``efficiency.fine_gemm_shape``) in the dtype.
+
+Every figure is the best (shortest time) of ``REPEATS`` runs after one warm-up: on a shared machine the best
+run is the one least disturbed, and it is what repeats between two probes. On an accelerator the device is
+synchronized before each clock read (``device.synchronize``). The bandwidth the stages are held to is the
+larger of the copy and the GEMV rates: where a stage's weights fit in a cache (a tiny model), the GEMV reads
+faster than DRAM copies, and a floor above the kernels' own time would be no floor.
+
+The results are cached in ``<cache folder>/machine-limits.json`` under a key made of the machine, the device,
+the dtype, the threads, the library versions and the shapes (each entry keeps its versions and date), so a
+probe runs once per machine and stack; ``remeasure=True`` (``--bark-remeasure-limits``) measures again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from barkbench.measure import device as device_mod
+from barkbench.results.efficiency import DECODE_STAGES, SubModelShape, fine_gemm_shape
+
+CACHE_FILE = "machine-limits.json"
+#: Bytes of each copy buffer: CPU last-level caches are tens of MB, an H100's L2 50 MB.
+COPY_BYTES = {"cpu": 256 * 2**20, "accelerator": 1024 * 2**20}
+REPEATS = 5
+#: Time one figure may take (beyond its warm-up) before the repetitions stop early.
+BUDGET_S = 1.0
+GEMM_TARGET_S = 0.1
+MIN_GEMM_ROWS = 32
+#: The probe's figures from two calls agree within this factor (best of REPEATS each): loose enough for a
+#: shared 2-core machine where another process can take a core for a whole repetition, tight enough to catch a
+#: unit slip (a factor of 2 in bytes, 1000 in time).
+REPEATABILITY_FACTOR = 3.0
+
+
+def cache_path() -> Path:
+    from barkbench.measure.sources import cache_dir
+
+    return cache_dir() / CACHE_FILE
+
+
+def _versions() -> dict[str, str | None]:
+    versions = device_mod.library_versions()
+    return {name: versions.get(name) for name in ("torch", "transformers")}
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cache_key(
+    device_type: str, dtype: str, shapes: Mapping[str, SubModelShape], batch: int, threads: int, device_name: str
+) -> tuple[str, dict[str, Any]]:
+    """The cache key and what it is made of (stored with the entry, so a reader sees why two entries differ)."""
+    parts: dict[str, Any] = {
+        "node": platform.node(),
+        "cpu": _cpu_model(),
+        "device": device_type,
+        "device_name": device_name,
+        "dtype": dtype,
+        "threads": threads,
+        "batch": batch,
+        "versions": _versions(),
+        "shapes": {name: vars(shape) for name, shape in sorted(shapes.items())},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16], parts
+
+
+def _best_seconds(run: Callable[[], object], repeats: int, budget_s: float = BUDGET_S) -> float:
+    """Shortest of up to ``repeats`` timed runs after one warm-up (first-touch page faults, kernel selection);
+    stops early, after two timed runs at least, once ``budget_s`` is spent, so a slow kernel keeps the probe short."""
+    run()
+    best = float("inf")
+    spent = 0.0
+    for done in range(repeats):
+        device_mod.synchronize()
+        start = time.perf_counter()
+        run()
+        device_mod.synchronize()
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+        if done >= 1 and spent > budget_s:
+            break
+    return best
+
+
+def _gemm_rows(run_once: Callable[[int], float], rows: int) -> int:
+    """Rows of the fine stage's product to time: all of them unless one product takes longer than
+    ``GEMM_TARGET_S`` (bf16 without native support runs 100× slower than fp32 on some CPUs), then fewer — the rate
+    of a product this wide barely depends on its row count once it has a few dozen."""
+    seconds = run_once(rows)
+    if seconds <= GEMM_TARGET_S:
+        return rows
+    return max(MIN_GEMM_ROWS, int(rows * GEMM_TARGET_S / seconds))
+
+
+def _copy_seconds(elements: int, dtype: Any, dev: Any, repeats: int) -> float:
+    """Best time of one ``dst.copy_(src)`` of ``elements``; the buffers are freed on return."""
+    import torch
+
+    src = torch.full((elements,), 0.5, dtype=dtype, device=dev)
+    dst = torch.empty_like(src)
+    return _best_seconds(functools.partial(dst.copy_, src), repeats)
+
+
+def measure(
+    device_type: str, dtype: str, shapes: Mapping[str, SubModelShape], batch: int = 1, repeats: int = REPEATS
+) -> dict[str, Any]:
+    """Measure the limits now (no cache). ``shapes``: the sub-models by stage (``semantic``, ``coarse``,
+    ``fine``); missing ones are not measured."""
+    import torch
+    import torch.nn.functional as F
+
+    from barkbench.measure.optimize.precision import torch_dtype
+
+    dt = torch_dtype(dtype)
+    dev = torch.device(device_type)
+    element = torch.empty((), dtype=dt).element_size()
+    out: dict[str, Any] = {"device": device_type, "dtype": dtype, "repeats": repeats}
+    with torch.inference_mode():
+        size = COPY_BYTES["cpu" if device_type == "cpu" else "accelerator"]
+        out["copy_bytes_per_s"] = 2 * size / _copy_seconds(size // element, dt, dev, repeats)
+
+        kernel: dict[str, float] = {}
+        gemv_rates = []
+        for stage in DECODE_STAGES:
+            if stage not in shapes:
+                continue
+            matrices = [torch.full(m, 0.01, dtype=dt, device=dev) for m in shapes[stage].decode_matrices()]
+            x = torch.full((batch, shapes[stage].hidden), 0.5, dtype=dt, device=dev)
+            wide = torch.full((batch, 4 * shapes[stage].hidden), 0.5, dtype=dt, device=dev)
+
+            def step(matrices: list[torch.Tensor] = matrices, x: torch.Tensor = x, wide: torch.Tensor = wide) -> None:
+                for w in matrices:
+                    F.linear(x if w.shape[1] == x.shape[1] else wide, w)
+
+            seconds = _best_seconds(step, repeats)
+            kernel[stage] = seconds
+            gemv_rates.append(sum(w.numel() for w in matrices) * element / seconds)
+            del matrices, x, wide, step  # the next stage's weights should not sit beside these
+        out["kernel_step_seconds"] = kernel
+        out["gemv_bytes_per_s"] = max(gemv_rates) if gemv_rates else None
+        out["bandwidth_bytes_per_s"] = max([out["copy_bytes_per_s"], *gemv_rates])
+
+        if "fine" in shapes:
+            m, k, n = fine_gemm_shape(shapes["fine"], batch)
+            b = torch.full((k, n), 0.01, dtype=dt, device=dev)
+
+            def once(rows: int) -> float:
+                a = torch.full((rows, k), 0.5, dtype=dt, device=dev)
+                device_mod.synchronize()
+                start = time.perf_counter()
+                torch.mm(a, b)
+                device_mod.synchronize()
+                return time.perf_counter() - start
+
+            m = _gemm_rows(once, m)
+            a = torch.full((m, k), 0.5, dtype=dt, device=dev)
+            seconds = _best_seconds(functools.partial(torch.mm, a, b), repeats)
+            out["matmul_flops_per_s"] = 2 * m * k * n / seconds
+            out["matmul_shape"] = [m, k, n]
+    return out
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def probe(
+    device_type: str,
+    dtype: str,
+    shapes: Mapping[str, SubModelShape],
+    batch: int = 1,
+    remeasure: bool = False,
+    path: Path | None = None,
+) -> dict[str, Any]:
+    """The limits for this machine, device, dtype and shapes: from the cache file when an entry with the same key
+    exists (``"cached": True``), else measured and stored. The entry carries its versions and date."""
+    import torch
+
+    path = path or cache_path()
+    name = device_mod.device_name(device_type)
+    key, parts = cache_key(device_type, dtype, shapes, batch, int(torch.get_num_threads()), name)
+    with _locked(path):
+        entries = _read(path)
+        if not remeasure and key in entries:
+            return {**entries[key], "cached": True}
+        entry = {
+            **measure(device_type, dtype, shapes, batch),
+            "key": key,
+            "device_name": name,
+            "threads": parts["threads"],
+            "versions": parts["versions"],
+            "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        entries[key] = entry
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True))
+        tmp.replace(path)
+    return {**entry, "cached": False}
+
+
+def cached_entries(path: Path | None = None) -> list[dict[str, Any]]:
+    """Every limits entry measured on this machine (for ``machine_info``); reads the file only."""
+    return list(_read(path or cache_path()).values())
+
+
+def stage_shapes(model: Any) -> dict[str, SubModelShape]:
+    """The transformer sub-models' shapes of a loaded ``BarkModel``, by stage."""
+    from barkbench.results.efficiency import STAGE_SUBMODELS
+
+    return {
+        stage: SubModelShape.from_config(getattr(model, attribute).config.to_dict())
+        for stage, (attribute, _) in STAGE_SUBMODELS.items()
+    }
