@@ -9,8 +9,15 @@ arguments) and implements the same ``Runner`` protocol by sending it typed reque
 
 Loading replies ``Done(RunnerInfo)`` first. Any failure replies ``Failed(kind, one-line message)``. The parent
 keeps the failure kinds apart: ``unsupported`` becomes a skip (``VariantUnsupported``), ``oom`` and ``error``
-a ``VariantFailed`` of that kind, and a worker that vanished without a reply (killed, crashed) one of kind
-``died``; the kind is recorded in the results as ``failure_kind``.
+a ``VariantFailed`` of that kind, a worker that vanished without a reply (killed, crashed) one of kind ``died``
+(with the signal name or exit code, as the operating system reports it), and a request left unanswered past its
+time limit one of kind ``timeout`` (the worker is killed); the kind is recorded in the results as ``failure_kind``.
+
+The worker never outlives the parent: it asks the kernel for SIGKILL when its parent dies (Linux
+``PR_SET_PDEATHSIG``; elsewhere a thread watching the parent), ignores SIGINT (a Ctrl-C at the terminal reaches
+the whole process group; the parent decides), and any interrupt of the parent while it waits kills the worker at
+once (``kill``: SIGKILL also ends a stopped process). The worker's stderr — tracebacks, library warnings — goes to
+a log file (``log_path``) that failure messages name.
 
 Importing this module does not import torch: the parent never needs it.
 """
@@ -18,10 +25,18 @@ Importing this module does not import torch: the parent never needs it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
+import sys
+import tempfile
+import threading
+import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from barkbench.measure.optimize import VariantUnsupported
@@ -30,8 +45,17 @@ from barkbench.measure.runner import RoundResult, Runner, RunnerInfo, RunSpec, V
 #: How long a worker may take to start and load its model before the parent gives up.
 LOAD_TIMEOUT_S = 1800.0
 
-#: Why a variant failed: out of memory, any other exception in the worker, or a worker that died unanswered.
-FailureKind = Literal["oom", "error", "died"]
+#: A generate call's time limit when none is given: generous, from the slowest call so far (the warm-up's), never
+#: under this floor; before any call has finished, ``LOAD_TIMEOUT_S``.
+ROUND_TIMEOUT_FLOOR_S = 300.0
+ROUND_TIMEOUT_FACTOR = 10.0
+
+#: Why a variant failed: out of memory, any other exception in the worker, a worker that died unanswered, or one
+#: that did not answer within its time limit.
+FailureKind = Literal["oom", "error", "died", "timeout"]
+
+#: Linux prctl(2) option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 class VariantFailed(RuntimeError):
@@ -108,7 +132,51 @@ def _handle(runner: VariantRunner, request: Prepare | Generate | SaveWav) -> Don
     return Done(runner.save_wav(request.path))
 
 
-def _worker_main(conn: Any, spec: RunSpec) -> None:
+def describe_exit(exitcode: int | None) -> str:
+    """A dead process's cause as the operating system reports it: the signal's name, or the exit code."""
+    if exitcode is None:
+        return "no exit status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if name == "SIGKILL":
+            # Only a possibility: the kernel log (dmesg) says whether the OOM killer sent it.
+            return "killed by SIGKILL (the kernel's out-of-memory killer sends this; dmesg says whether it did)"
+        return f"killed by {name}"
+    return f"exit code {exitcode}"
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make sure this worker ends when its parent does, however the parent ends (SIGKILL included)."""
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="barkbench-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before the request above took effect
+
+
+def _worker_main(conn: Any, spec: RunSpec, parent_pid: int | None = None, log_path: str | None = None) -> None:
+    # A terminal Ctrl-C reaches the whole process group; the parent decides what happens to this worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
+    if log_path is not None:
+        # Everything written to stderr, C libraries' messages included, goes to the log the parent names.
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
     os.environ.update(spec.env)
     try:
         runner = VariantRunner(spec)
@@ -134,13 +202,24 @@ def _worker_main(conn: Any, spec: RunSpec) -> None:
 class WorkerProcess:
     """A ``VariantRunner`` in its own spawned process: the ``Runner`` protocol over a pipe."""
 
-    def __init__(self, spec: RunSpec, load_timeout_s: float = LOAD_TIMEOUT_S) -> None:
+    def __init__(
+        self, spec: RunSpec, load_timeout_s: float = LOAD_TIMEOUT_S, round_timeout_s: float | None = None
+    ) -> None:
+        self.log_path = _new_log_path(spec.variant.id)
+        #: --bark-round-timeout: every request's time limit after loading (None: from the slowest call so far).
+        self._round_timeout_s = round_timeout_s
+        self._slowest_s: float | None = None
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._process = ctx.Process(target=_worker_main, args=(child, spec), daemon=True, name="barkbench-worker")
+        self._process = ctx.Process(
+            target=_worker_main,
+            args=(child, spec, os.getpid(), self.log_path),
+            daemon=True,
+            name="barkbench-worker",
+        )
         self._process.start()
         child.close()
-        info = self._reply(timeout=load_timeout_s)
+        info = self._reply(timeout=load_timeout_s, what="load its model")
         assert isinstance(info, RunnerInfo)
         self._info = info
 
@@ -148,27 +227,55 @@ class WorkerProcess:
     def info(self) -> RunnerInfo:
         return self._info
 
-    def _reply(self, timeout: float | None = None) -> RunnerInfo | RoundResult | str | None:
-        if timeout is not None and not self._conn.poll(timeout):
-            self.close()
-            raise VariantFailed(f"worker did not answer within {timeout:.0f} s", "error")
+    def round_timeout(self) -> float:
+        """The time limit of the next request: --bark-round-timeout, else generous from the slowest call so far."""
+        if self._round_timeout_s is not None:
+            return self._round_timeout_s
+        if self._slowest_s is None:
+            return LOAD_TIMEOUT_S
+        return max(ROUND_TIMEOUT_FLOOR_S, ROUND_TIMEOUT_FACTOR * self._slowest_s)
+
+    def _reply(self, timeout: float, what: str) -> RunnerInfo | RoundResult | str | None:
+        try:
+            answered = self._conn.poll(timeout)
+        except BaseException:
+            # Ctrl-C, SIGTERM: stop the worker now, whatever it is doing (stopped, deadlocked, mid-call).
+            self.kill()
+            raise
+        if not answered:
+            self.kill()
+            raise VariantFailed(
+                f"worker did not {what} within {timeout:.0f} s (--bark-round-timeout); it was killed, "
+                f"its log: {self.log_path}",
+                "timeout",
+            )
         try:
             reply: Reply = self._conn.recv()
         except (EOFError, ConnectionError):
             self._process.join(5)
-            code = self._process.exitcode
-            why = "killed (out of memory?)" if code is not None and code < 0 else f"exit code {code}"
-            raise VariantFailed(f"worker process died ({why}); its stderr above has the details", "died") from None
+            why = describe_exit(self._process.exitcode)
+            self.kill()
+            raise VariantFailed(f"worker process died ({why}); its log: {self.log_path}", "died") from None
         if isinstance(reply, Done):
             return reply.value
         self.close()
         if reply.kind == "unsupported":
             raise VariantUnsupported(reply.message)
-        raise VariantFailed(reply.message, reply.kind)
+        raise VariantFailed(f"{reply.message} (traceback in {self.log_path})", reply.kind)
 
     def _call(self, request: Prepare | Generate | SaveWav) -> RunnerInfo | RoundResult | str | None:
-        self._conn.send(request)
-        return self._reply()
+        timeout = self.round_timeout()
+        start = time.monotonic()
+        try:
+            self._conn.send(request)
+        except BaseException:
+            self.kill()
+            raise
+        value = self._reply(timeout, what=f"answer {type(request).__name__}")
+        if isinstance(request, Generate):
+            elapsed = time.monotonic() - start
+            self._slowest_s = elapsed if self._slowest_s is None else max(self._slowest_s, elapsed)
+        return value
 
     def prepare(self) -> None:
         self._call(Prepare())
@@ -187,6 +294,15 @@ class WorkerProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
+    def kill(self) -> None:
+        """End the worker at once (SIGKILL ends a stopped or deadlocked process too) and reap it."""
+        with contextlib.suppress(OSError, ValueError):
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(5)
+        with contextlib.suppress(OSError):
+            self._conn.close()
+
     def close(self) -> None:
         if self._process.is_alive():
             with contextlib.suppress(OSError, ValueError):
@@ -204,6 +320,16 @@ class WorkerProcess:
         self.close()
 
 
-def start_runner(spec: RunSpec, isolated: bool = True) -> Runner:
+def _new_log_path(variant_id: str) -> str:
+    """A fresh log file for one worker, in the temporary folder (kept: failure messages name it)."""
+    folder = Path(tempfile.gettempdir()) / "barkbench-logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in variant_id)
+    fd, path = tempfile.mkstemp(prefix=f"worker-{safe}-", suffix=".log", dir=folder)
+    os.close(fd)
+    return path
+
+
+def start_runner(spec: RunSpec, isolated: bool = True, round_timeout_s: float | None = None) -> Runner:
     """A fresh worker process per variant (default), or the runner in this process."""
-    return WorkerProcess(spec) if isolated else VariantRunner(spec)
+    return WorkerProcess(spec, round_timeout_s=round_timeout_s) if isolated else VariantRunner(spec)

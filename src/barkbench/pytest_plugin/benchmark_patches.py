@@ -73,10 +73,12 @@ def _add_failures(failed: list[dict[str, Any]], output_json: dict[str, Any]) -> 
     output_json.setdefault("benchmarks", []).extend(e for e in failed if e["fullname"] not in present)
 
 
-def install(config: pytest.Config, failed: list[dict[str, Any]]) -> None:
+def install(config: pytest.Config, failed: list[dict[str, Any]], saved: list[str] | None = None) -> None:
     """Patches 1 and 2 on this session's pytest-benchmark session (a no-op without pytest-benchmark).
 
-    ``failed`` is the session's list of failed variants, read when the JSON is saved."""
+    ``failed`` is the session's list of failed variants, read when the JSON is saved; the path of every file
+    written is appended to ``saved``."""
+    saved = [] if saved is None else saved
     bs = _benchmark_session(config)
     if bs is None:
         return
@@ -90,6 +92,7 @@ def install(config: pytest.Config, failed: list[dict[str, Any]]) -> None:
         def save_json(output_json: Any) -> None:
             _add_failures(failed, output_json)
             atomic_write_bytes(bs.json, dumps(output_json))
+            saved.append(str(bs.json))
             bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
 
         bs.save_json = save_json
@@ -100,6 +103,7 @@ def install(config: pytest.Config, failed: list[dict[str, Any]]) -> None:
         def save(output_json: Any, save: str) -> None:
             output_file = storage.get(f"{storage._next_num}_{save}.json")
             atomic_write_bytes(output_file, dumps(output_json))
+            saved.append(str(output_file))
             storage.logger.info(f"Saved benchmark data in: {output_file}")
 
         storage.save = save

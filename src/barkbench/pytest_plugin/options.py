@@ -13,7 +13,8 @@ from collections.abc import Callable
 import pytest
 
 from barkbench.measure import sources
-from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS
+from barkbench.measure import workload as workload_mod
+from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
 from barkbench.results import budgets as budgets_mod
 from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_variants
 
@@ -39,7 +40,28 @@ def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
 parse_rounds = positive_int("--bark-rounds")
 parse_threads = positive_int("--bark-threads")
 parse_warmup_rounds = positive_int("--bark-warmup-rounds", minimum=0)
-parse_semantic_tokens = positive_int("--bark-semantic-tokens")
+_positive_semantic_tokens = positive_int("--bark-semantic-tokens")
+
+
+def parse_semantic_tokens(value: str) -> int:
+    number = _positive_semantic_tokens(value)
+    if number > MAX_SEMANTIC_TOKENS:
+        # Past the window the semantic model indexes beyond its position table (IndexError after the load).
+        raise argparse.ArgumentTypeError(
+            f"--bark-semantic-tokens {number} does not fit Bark's 1024-position window (256 text + 1 + new "
+            f"tokens); use at most {MAX_SEMANTIC_TOKENS}"
+        )
+    return number
+
+
+def parse_round_timeout(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bark-round-timeout must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"--bark-round-timeout must be > 0 seconds, got {value}")
+    return seconds
 
 
 def parse_variants_option(value: str) -> list[Variant]:
@@ -65,6 +87,24 @@ def parse_budgets_option(value: str) -> budgets_mod.Budgets:
         return budgets_mod.load_budgets(value)
     except budgets_mod.BudgetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_prompts_option(value: str) -> str:
+    """The file is read and checked now (missing, empty, not UTF-8, a bad JSON line); the session reads it again."""
+    try:
+        workload_mod.load_prompts(value)
+    except workload_mod.WorkloadError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def parse_voice_option(value: str) -> str:
+    """An .npz preset is read and its keys and shapes checked now; a preset name is resolved by the model."""
+    try:
+        workload_mod.load_voice(value)
+    except workload_mod.WorkloadError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def check_device_option(config: pytest.Config) -> None:
@@ -107,6 +147,38 @@ def add_options(parser: pytest.Parser) -> None:
         type=parse_semantic_tokens,
         default=DEFAULT_SEMANTIC_TOKENS,
         help="pinned semantic length; random weights never stop early (default: 256, the blog's)",
+    )
+    group.addoption(
+        "--bark-round-timeout",
+        type=parse_round_timeout,
+        default=None,
+        metavar="SECONDS",
+        help="kill a worker whose call has not answered after SECONDS, record the variant as failed (timeout) and "
+        "go on (default: 10 x the slowest call so far, at least 300 s)",
+    )
+    group.addoption(
+        "--bark-prompts",
+        type=parse_prompts_option,
+        default=None,
+        metavar="FILE",
+        help="prompts to speak instead of the blog's: one per line, or JSONL with \"text\" and optional "
+        "\"voice\"; a batch fills from them in order (cycling)",
+    )
+    group.addoption(
+        "--bark-voice",
+        type=parse_voice_option,
+        default=None,
+        metavar="PRESET|FILE.npz",
+        help="voice preset (history_prompt): a hub preset name such as v2/en_speaker_6 for real checkpoints, or "
+        "an .npz with semantic_prompt (T,), coarse_prompt (2,T), fine_prompt (8,T); random models get a "
+        "deterministic synthetic preset of those shapes",
+    )
+    group.addoption(
+        "--bark-long-form",
+        action="store_true",
+        default=False,
+        help="split the prompts into sentences that fit Bark's 256-token window and generate them one after "
+        "another (batch-1 variants); records per-piece and total seconds",
     )
     group.addoption(
         "--bark-isolation",

@@ -13,7 +13,10 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import signal
 import statistics
+import tempfile
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,9 @@ from barkbench.measure import noise, sources
 from barkbench.measure.optimize import VariantUnsupported, unsupported_reason
 from barkbench.measure.runner import RoundResult, RunSpec
 from barkbench.measure.summary import summarize
-from barkbench.measure.worker import VariantFailed, start_runner
+from barkbench.measure.worker import VariantFailed, WorkerProcess, start_runner
 from barkbench.measure.workload import Workload, WorkloadError
+from barkbench.measure.workload import workload_from_files as workload_fields_from_files
 from barkbench.pytest_plugin import benchmark_patches
 from barkbench.results import budgets as budgets_mod
 from barkbench.results.load import parse_run
@@ -57,6 +61,10 @@ class BenchConfig:
     fixed_length: bool = False
     #: --bark-threads: the worker's torch intra-op threads (None: torch's default).
     threads: int | None = None
+    #: --bark-round-timeout: seconds a worker's call may take before it is killed (None: from the warm-up).
+    round_timeout_s: float | None = None
+    #: --bark-prompts / --bark-voice / --bark-long-form, checked: ``workload.workload_from_files``'s fields.
+    workload_fields: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_pytest_config(cls, config: pytest.Config) -> BenchConfig:
@@ -82,12 +90,16 @@ class BenchConfig:
             wav_dir=config.getoption("bark_wav_dir"),
             fixed_length=config.getoption("bark_fixed_length"),
             threads=config.getoption("bark_threads", None),
+            round_timeout_s=config.getoption("bark_round_timeout", None),
+            workload_fields=_workload_fields(config, source),
         )
 
     def workload(self, variant: Variant, prompts: tuple[str, ...] | None = None) -> Workload:
         """The measured call: the blog's prompts unless a test gives its own."""
-        workload = Workload(batch_size=variant.batch_size, semantic_max_new_tokens=self.semantic_max_new_tokens)
-        return workload if prompts is None else replace(workload, prompts=tuple(prompts))
+        fields = dict(self.workload_fields)
+        if prompts is not None:
+            fields.update(prompts=tuple(prompts), prompt_voices=())
+        return Workload(batch_size=variant.batch_size, semantic_max_new_tokens=self.semantic_max_new_tokens, **fields)
 
     def spec(self, variant: Variant, workload: Workload | None = None) -> RunSpec:
         return RunSpec(
@@ -100,6 +112,18 @@ class BenchConfig:
             fixed_length=self.fixed_length,
             threads=self.threads,
         )
+
+
+def _workload_fields(config: pytest.Config, source: sources.ModelSource | None) -> dict[str, Any]:
+    try:
+        return workload_fields_from_files(
+            config.getoption("bark_prompts", None),
+            config.getoption("bark_voice", None),
+            bool(config.getoption("bark_long_form", False)),
+            random_model=source is None or source.kind == "random",
+        )
+    except WorkloadError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 class Progress:
@@ -116,6 +140,10 @@ class Progress:
     def warn(self, message: str) -> None:
         """A line about the variant outside the round steps (e.g. its figures failed the noise checks)."""
         self._write(f"[barkbench] {self._variant_id}: {message}", yellow=True)
+
+    def current_step(self) -> str | None:
+        """The step under way (the last announced), e.g. ``round 2/3``."""
+        return self._steps[self._done - 1] if 0 < self._done <= len(self._steps) else None
 
     def next_round(self) -> None:
         step = self._steps[self._done] if self._done < len(self._steps) else f"call {self._done + 1}"
@@ -143,6 +171,11 @@ class BarkSession:
     failed: list[dict[str, Any]] = field(default_factory=list)
     #: The budget verdicts, once checked at session end (None: --bark-budgets not given).
     verdicts: list[budgets_mod.Verdict] | None = None
+    #: The variant an interrupt (Ctrl-C, SIGTERM) stopped, and the signal's name; None while not interrupted.
+    interrupted: tuple[str, str] | None = None
+    #: Files pytest-benchmark wrote this session (--benchmark-json, autosave), for the line after an interrupt.
+    saved_paths: list[str] = field(default_factory=list)
+    _previous_sigterm: Any = None
     _config: BenchConfig | None = None
     _machine_facts: noise.MachineFacts | None = None
 
@@ -182,11 +215,19 @@ class BarkSession:
         return lines or None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        benchmark_patches.install(session.config, self.failed)
+        benchmark_patches.install(session.config, self.failed, self.saved_paths)
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM ends the session the way Ctrl-C does: the worker is killed, finished variants are saved.
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
+            session.config.pluginmanager.register(_SaveGuard(self), "barkbench-save-guard")
         bs = getattr(session.config, "_benchmarksession", None)
         if bs is not None:
             # Autosaved files keep the per-round timings too: `barkbench compare` tests significance on them.
             bs.save_data = True
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if any("bark_variant" in getattr(item, "fixturenames", ()) for item in session.items):
+            startup_checks(session.config)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # pytest-benchmark's own sessionfinish is a hook wrapper that has already saved the results here.
@@ -201,6 +242,8 @@ class BarkSession:
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         self._print_tables(terminalreporter)
+        if self.interrupted is not None:
+            terminalreporter.write_line(self.interrupt_line(), yellow=True, bold=True)
         if self.verdicts is None:
             return
         terminalreporter.section("barkbench memory budgets")
@@ -215,6 +258,17 @@ class BarkSession:
                 f"{len(failed)} of {len(self.verdicts)} budget check(s) failed: the session fails", red=True, bold=True
             )
 
+    def interrupt_line(self) -> str:
+        """One line after an interrupt: what was saved where, and what was not."""
+        bs = getattr(self.pytest_config, "_benchmarksession", None)
+        finished = len(bs.benchmarks) if bs is not None else 0
+        where = (
+            " and ".join(dict.fromkeys(self.saved_paths)) or "nowhere (give --benchmark-json or --benchmark-autosave)"
+        )
+        variant, signame = self.interrupted or ("?", "interrupt")
+        head = f"barkbench: {signame}: stopped during {variant} (recorded as interrupted, no timings kept)"
+        return f"{head}; {finished} finished variant(s) saved to {where}"
+
     def _print_tables(self, terminalreporter: Any) -> None:
         text = _session_tables(self)
         if text is None:
@@ -222,6 +276,74 @@ class BarkSession:
         terminalreporter.section("barkbench results")
         for line in text.splitlines():
             terminalreporter.write_line(line)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the session is: pytest ends an interrupted session the way it ends a Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM")
+
+
+def _signal_name(exc: BaseException) -> str:
+    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+
+
+class _SaveGuard:
+    """Around every plugin's sessionfinish (pytest-benchmark saves there): a second Ctrl-C or a SIGTERM waits
+    until the files are written. Atomic writes keep a file whole; this keeps it written at all."""
+
+    def __init__(self, owner: BarkSession) -> None:
+        self.owner = owner
+
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Any:
+        deferred: list[str] = []
+
+        def defer(signum: int, frame: Any) -> None:
+            deferred.append(signal.Signals(signum).name)
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if main and self.owner._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self.owner._previous_sigterm)
+        if deferred:
+            # The session ends now, with what was saved; no traceback from inside the save.
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
+
+
+def startup_checks(config: pytest.Config) -> None:
+    """What can be checked before a model loads, checked once: one line with the fix, no traceback."""
+    json_path = config.getoption("benchmark_json", None)
+    if json_path is not None:
+        _check_writable(Path(json_path).parent, f"--benchmark-json {json_path}", "give a path in a writable folder")
+    wav_dir = config.getoption("bark_wav_dir", None)
+    if wav_dir:
+        _check_writable(Path(wav_dir), f"--bark-wav-dir {wav_dir}", "give a writable folder")
+    source: sources.ModelSource | None = config.getoption("bark_model", None)
+    if source is None or source.kind in ("tiny", "random"):
+        cache = sources.cache_dir()
+        setting = (
+            f"BARKBENCH_CACHE={os.environ['BARKBENCH_CACHE']}"
+            if os.environ.get("BARKBENCH_CACHE")
+            else f"the model cache {cache} (from XDG_CACHE_HOME or ~/.cache)"
+        )
+        _check_writable(cache, setting, "set BARKBENCH_CACHE to a writable folder")
+
+
+def _check_writable(folder: Path, what: str, fix: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise pytest.UsageError(f"{what}: cannot write there ({exc.strerror or exc}); {fix}") from None
 
 
 def _session_tables(session: BarkSession) -> str | None:
@@ -262,6 +384,9 @@ class BarkBench:
         except WorkloadError as exc:
             pytest.fail(str(exc), pytrace=False)
         benchmark.group = f"{cfg.model} bs{variant.batch_size}"
+        if workload.workload_id != Workload().workload_id:
+            # Another workload is another benchmark: its group (and so the comparison key) names it.
+            benchmark.group += f" workload {workload.workload_id}"
         benchmark.extra_info.update(
             {
                 **variant.as_dict(),
@@ -272,10 +397,17 @@ class BarkBench:
                 "warmup_rounds": cfg.warmup_rounds,
                 "isolation": "process" if cfg.isolated else "off",
                 "fixed_length": cfg.fixed_length,
+                **workload.as_extra_info(),
             }
         )
         try:
-            runner = start_runner(cfg.spec(variant, workload), isolated=cfg.isolated)
+            runner = start_runner(
+                cfg.spec(variant, workload), isolated=cfg.isolated, round_timeout_s=cfg.round_timeout_s
+            )
+        except KeyboardInterrupt as exc:
+            # The worker was killed where it waited; nothing of this variant was measured.
+            self._record_interrupted(benchmark, variant.id, exc, "loading the model", 0)
+            raise
         except VariantUnsupported as exc:
             pytest.skip(str(exc))
         except VariantFailed as exc:
@@ -331,6 +463,12 @@ class BarkBench:
         except VariantFailed as exc:
             self._record_failure(benchmark, str(exc), exc.kind)
             pytest.fail(f"{variant.id}: {exc}", pytrace=False)
+        except KeyboardInterrupt as exc:
+            if isinstance(runner, WorkerProcess):
+                runner.kill()  # at once: no polite stop to a worker that may be stopped or deadlocked
+            step = progress.current_step() or "its set-up"
+            self._record_interrupted(benchmark, variant.id, exc, step, max(0, len(results) - cfg.warmup_rounds))
+            raise
         finally:
             runner.close()
         measured = results[-cfg.rounds :] if benchmark.enabled else results
@@ -348,6 +486,10 @@ class BarkBench:
             if check.unstable:
                 progress.warn(f"unstable: {check.summary}")
         benchmark.extra_info.update(figures.to_extra_info(), status="ok")
+        if measured and measured[-1].segment_seconds:
+            # Long-form: each piece's mean seconds over the rounds, in order; the latency is their total.
+            pieces = zip(*(r.segment_seconds for r in measured), strict=True)
+            benchmark.extra_info["segment_seconds"] = [statistics.fmean(p) for p in pieces]
         if runner.info.first_call_seconds is not None:
             # The compiling first call, and its excess over the steady state: the cost of compilation.
             steady = statistics.fmean(r.seconds for r in measured)
@@ -358,6 +500,28 @@ class BarkBench:
         if self.session is not None:
             self.session.completed.append(dict(benchmark.extra_info))
         return measured
+
+    def _record_interrupted(
+        self, benchmark: Any, variant_id: str, exc: BaseException, step: str, finished_rounds: int
+    ) -> None:
+        """The variant an interrupt stopped: recorded as ``interrupted`` with no timings (never a normal row), and
+        taken out of pytest-benchmark's list so neither its JSON nor its autosave holds a partial result (an
+        empty one would also fail pytest-benchmark's save)."""
+        signame = _signal_name(exc)
+        benchmark.extra_info.update(
+            status="interrupted",
+            error=f"interrupted by {signame} during {step}; {finished_rounds} measured round(s) finished, none kept",
+            failure_kind="interrupted",
+        )
+        benchmark.has_error = True
+        bs = getattr(self.session.pytest_config, "_benchmarksession", None) if self.session else None
+        partial = getattr(benchmark, "stats", None)
+        if bs is not None and partial is not None:
+            with contextlib.suppress(ValueError):
+                bs.benchmarks.remove(partial)
+        if self.session is not None:
+            self.session.failed.append(benchmark_patches.failed_benchmark_json(benchmark))
+            self.session.interrupted = (variant_id, signame)
 
     def _record_failure(self, benchmark: Any, error: str, kind: str) -> None:
         benchmark.extra_info.update(status="failed", error=error, failure_kind=kind)

@@ -120,7 +120,8 @@ class BenchmarkResult:
 
     @property
     def failed(self) -> bool:
-        return self.status == "failed"
+        """No usable figures: the variant failed, or an interrupt stopped it (its partial rounds are not kept)."""
+        return self.status in ("failed", "interrupted")
 
     @property
     def axes(self) -> tuple[str, str, str]:
@@ -227,7 +228,7 @@ class BenchmarkResult:
     def absolute_row(self) -> list[str]:
         """Cells for the absolute table; a failed variant keeps its row so the reader sees it was tried."""
         if self.failed:
-            return [f"`{self.variant}`", "failed", md.MISSING, md.MISSING, md.MISSING]
+            return [f"`{self.variant}`", self.status, md.MISSING, md.MISSING, md.MISSING]
         interval = self.latency_interval
         return [
             self.label,

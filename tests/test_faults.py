@@ -1,0 +1,288 @@
+"""Faults and interrupts lose nothing: real signals to real processes, each run bounded in time.
+
+A benchmark sub-session of the repo's ``bench/`` suite runs as its own process (``subprocess.Popen``); the test
+reads its progress lines, finds its worker process, and sends real signals — SIGINT, SIGTERM, SIGKILL, SIGSTOP —
+to either. Tiny model, 8 semantic tokens, one intra-op thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+FAST = ["--bark-semantic-tokens", "8", "--bark-warmup-rounds", "0", "-p", "no:cacheprovider", "-q"]
+#: Upper bound on any one sub-session here: a hang fails the test instead of the CI job.
+DEADLINE_S = 240
+
+
+class Session:
+    """A running benchmark sub-session whose output lines are read as they come."""
+
+    def __init__(self, folder: Path, *args: str) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "bench", *FAST, *args],
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float = DEADLINE_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            if text in line:
+                return
+        self.kill()
+        pytest.fail(f"never saw {text!r}; output:\n{self.output}")
+
+    def worker(self) -> psutil.Process:
+        """The variant's worker: the spawned child (not multiprocessing's resource tracker)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                try:
+                    if any("spawn_main" in part for part in child.cmdline()):
+                        return child
+                except psutil.NoSuchProcess:
+                    continue
+            time.sleep(0.05)
+        self.kill()
+        pytest.fail(f"no worker process; output:\n{self.output}")
+
+    def finish(self, timeout: float = DEADLINE_S) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"the session did not end within {timeout} s; output:\n{self.output}")
+
+    def kill(self) -> None:
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            child.kill()
+        self.proc.kill()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture()
+def sessions(bench_pytester: pytest.Pytester) -> Iterator[list[Session]]:
+    started: list[Session] = []
+    yield started
+    for session in started:
+        if session.proc.poll() is None:
+            session.kill()
+
+
+def start(sessions: list[Session], folder: Path, *args: str) -> Session:
+    session = Session(folder, *args)
+    sessions.append(session)
+    return session
+
+
+def gone(process: psutil.Process, timeout: float = 10) -> bool:
+    """Whether the process has ended (a zombie left for its parent to reap counts as ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def by_variant(path: Path) -> dict[str, dict]:
+    return {b["params"]["bark_variant"]: b for b in json.loads(path.read_text())["benchmarks"]}
+
+
+# -- interrupts: the worker stops at once, finished variants are saved, the interrupted one is marked ------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_mid_variant_saves_the_finished_ones_and_marks_the_interrupted(
+    bench_pytester: pytest.Pytester, sessions: list[Session], signum: signal.Signals
+):
+    folder = bench_pytester.path
+    out = folder / "run.json"
+    session = start(
+        sessions,
+        folder,
+        "--bark-variants",
+        "baseline;sdpa;batch=2",
+        "--bark-rounds",
+        "2",
+        f"--benchmark-json={out}",
+        "--benchmark-autosave",
+        f"--benchmark-storage=file://{folder / 'store'}",
+    )
+    session.wait_for("sdpa-fp32-bs1: round 1/2")
+    worker = session.worker()
+    # Stopped mid-round, the worker cannot finish on its own: only an immediate kill ends it.
+    worker.send_signal(signal.SIGSTOP)
+    os.kill(session.proc.pid, signum)
+    assert session.finish(60) == pytest.ExitCode.INTERRUPTED, session.output
+    assert gone(worker), "the worker outlived the interrupted session"
+
+    results = by_variant(out)
+    assert set(results) == {"eager-fp32-bs1", "sdpa-fp32-bs1"}, "nothing runs after the interrupt"
+    assert results["eager-fp32-bs1"]["stats"]["rounds"] == 2
+    assert results["eager-fp32-bs1"]["extra_info"]["status"] == "ok"
+    interrupted = results["sdpa-fp32-bs1"]
+    assert interrupted["stats"] is None and interrupted["extra_info"]["status"] == "interrupted"
+    assert signum.name in interrupted["extra_info"]["error"]
+    # The autosave holds only finished variants, and pytest-benchmark's own reader takes it.
+    (autosave,) = (folder / "store").rglob("*.json")
+    assert [b["params"]["bark_variant"] for b in json.loads(autosave.read_text())["benchmarks"]] == ["eager-fp32-bs1"]
+    compare = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(autosave)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert compare.returncode == 0, compare.stderr
+    report = subprocess.run(
+        [sys.executable, "-m", "barkbench", "report", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr
+    assert "interrupted" in report.stdout
+    # One line says what was saved where; no traceback from pytest-benchmark's save.
+    (line,) = [x for x in session.lines if x.startswith("barkbench: ")]
+    assert f"{signum.name}: stopped during sdpa-fp32-bs1" in line and str(out) in line and str(autosave) in line
+    assert "min() arg" not in session.output and "Traceback" not in session.output
+
+
+def test_ctrl_c_while_the_worker_loads_ends_the_session(bench_pytester: pytest.Pytester, sessions: list[Session]):
+    # The worker is stopped before it can answer its load: pytest must still end, and quickly.
+    folder = bench_pytester.path
+    out = folder / "run.json"
+    session = start(sessions, folder, "--bark-variants", "baseline", f"--benchmark-json={out}")
+    worker = session.worker()
+    worker.send_signal(signal.SIGSTOP)
+    time.sleep(0.5)
+    os.kill(session.proc.pid, signal.SIGINT)
+    # A second Ctrl-C right after the first: the session still ends, and the file is whole.
+    time.sleep(0.2)
+    if session.proc.poll() is None:
+        os.kill(session.proc.pid, signal.SIGINT)
+    assert session.finish(60) == pytest.ExitCode.INTERRUPTED, session.output
+    assert gone(worker)
+    (entry,) = json.loads(out.read_text())["benchmarks"]
+    assert entry["extra_info"]["status"] == "interrupted" and "loading the model" in entry["extra_info"]["error"]
+
+
+def test_the_worker_dies_with_a_killed_session(bench_pytester: pytest.Pytester, sessions: list[Session]):
+    # SIGKILL runs no clean-up in pytest: only the kernel (parent-death signal) can end the worker.
+    folder = bench_pytester.path
+    session = start(sessions, folder, "--bark-variants", "baseline", "--bark-rounds", "50")
+    session.wait_for("eager-fp32-bs1: round 1/50")
+    worker = session.worker()
+    os.kill(session.proc.pid, signal.SIGKILL)
+    assert session.finish(30) == -signal.SIGKILL
+    assert gone(worker), "the worker was left running as an orphan"
+
+
+# -- a hung worker times out, a killed worker is reported as it died; the run goes on ---------------------------
+
+
+def test_a_hung_worker_times_out_and_a_killed_one_is_named_by_its_signal(
+    bench_pytester: pytest.Pytester, sessions: list[Session]
+):
+    folder = bench_pytester.path
+    out = folder / "run.json"
+    session = start(
+        sessions,
+        folder,
+        "--bark-variants",
+        "baseline;sdpa;batch=2",
+        "--bark-rounds",
+        "2",
+        "--bark-round-timeout",
+        "8",
+        f"--benchmark-json={out}",
+    )
+    session.wait_for("eager-fp32-bs1: round 1/2")
+    session.worker().send_signal(signal.SIGSTOP)  # hung: never answers
+    session.wait_for("sdpa-fp32-bs1: round 1/2")
+    session.worker().send_signal(signal.SIGKILL)  # dead: as the kernel's OOM killer would end it
+    assert session.finish() == pytest.ExitCode.TESTS_FAILED, session.output
+    results = by_variant(out)
+    hung, killed, after = (results[v] for v in ("eager-fp32-bs1", "sdpa-fp32-bs1", "eager-fp32-bs2"))
+    assert hung["extra_info"]["failure_kind"] == "timeout"
+    assert "within 8 s (--bark-round-timeout)" in hung["extra_info"]["error"]
+    assert killed["extra_info"]["failure_kind"] == "died"
+    assert "killed by SIGKILL (the kernel's out-of-memory killer sends this" in killed["extra_info"]["error"]
+    assert "out of memory?" not in session.output
+    log = Path(killed["extra_info"]["error"].rpartition("its log: ")[2])
+    assert log.is_file()
+    assert after["extra_info"]["status"] == "ok" and after["stats"]["rounds"] == 2
+    assert "Traceback" not in session.output
+
+
+# -- checked once at start, one line with the fix, before any model loads ------------------------------------------
+
+
+def _not_a_folder(tmp_path: Path) -> Path:
+    # A path below a regular file cannot be created, even by root (permissions would not stop root).
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    return blocker / "sub"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--benchmark-json={bad}/run.json", "--benchmark-json {bad}/run.json: cannot write there"),
+        ("--bark-wav-dir={bad}", "--bark-wav-dir {bad}: cannot write there"),
+        ("--bark-semantic-tokens=768", "does not fit Bark's 1024-position window"),
+    ],
+)
+def test_bad_paths_and_limits_fail_at_start_in_one_line(
+    bench_pytester: pytest.Pytester, tmp_path: Path, option: str, message: str
+):
+    bad = _not_a_folder(tmp_path)
+    result = bench_pytester.runpytest_subprocess("bench", *FAST, option.format(bad=bad), timeout=120)
+    assert result.ret in (pytest.ExitCode.USAGE_ERROR, 4)
+    text = result.stdout.str() + result.stderr.str()
+    assert message.format(bad=bad) in text
+    assert "Traceback" not in text and "[barkbench]" not in text, "nothing may run before the check"
+
+
+def test_an_unwritable_cache_names_the_setting(bench_pytester: pytest.Pytester, tmp_path: Path, monkeypatch):
+    bad = _not_a_folder(tmp_path)
+    monkeypatch.setenv("BARKBENCH_CACHE", str(bad))
+    result = bench_pytester.runpytest_subprocess("bench", *FAST, timeout=120)
+    text = result.stdout.str() + result.stderr.str()
+    assert f"BARKBENCH_CACHE={bad}: cannot write there" in text and "set BARKBENCH_CACHE to a writable folder" in text
+    assert "Traceback" not in text and ".lock" not in text
