@@ -1,0 +1,89 @@
+"""The machine-limits probe: positive, repeatable figures; a kernel floor never below the bandwidth floor; a cache
+that is reused, and invalidated when the library versions or the device change."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from barkbench.measure import limits, sources
+from barkbench.results import efficiency as eff
+
+torch = pytest.importorskip("torch")
+
+SHAPES = {
+    stage: eff.SubModelShape.from_config(sources.bark_config_dict("tiny")[key])
+    for stage, (_, key) in eff.STAGE_SUBMODELS.items()
+}
+FIGURES = ("copy_bytes_per_s", "gemv_bytes_per_s", "bandwidth_bytes_per_s", "matmul_flops_per_s")
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """One real measurement of the tiny shapes, fp32 (about a second on 2 cores)."""
+    return limits.measure("cpu", "fp32", SHAPES)
+
+
+def test_figures_are_positive(measured):
+    for name in FIGURES:
+        assert measured[name] > 0, name
+    assert set(measured["kernel_step_seconds"]) == {"semantic", "coarse"}
+    assert all(seconds > 0 for seconds in measured["kernel_step_seconds"].values())
+    assert measured["bandwidth_bytes_per_s"] >= measured["copy_bytes_per_s"]
+
+
+def test_two_probes_agree_within_the_stated_factor(measured):
+    # Each figure is the best of several repetitions, the run least disturbed by other processes: two probes
+    # agree within REPEATABILITY_FACTOR even on a shared machine (a unit slip would be off by 2× to 1000×+).
+    again = limits.measure("cpu", "fp32", SHAPES)
+    factor = limits.REPEATABILITY_FACTOR
+    for name in FIGURES:
+        assert 1 / factor <= again[name] / measured[name] <= factor, (name, measured[name], again[name])
+    for stage, seconds in measured["kernel_step_seconds"].items():
+        assert 1 / factor <= again["kernel_step_seconds"][stage] / seconds <= factor, stage
+
+
+def test_kernel_floor_is_never_below_the_bandwidth_floor(measured):
+    # Stage figures of one tiny-model call with 16 semantic tokens (as the stage tracker records them).
+    stages = {
+        "semantic": {"seconds": 0.5, "tokens": 16, "forwards": 16, "key_positions": 4232},
+        "coarse": {"seconds": 2.0, "tokens": 48, "forwards": 48, "key_positions": 13_464},
+    }
+    for linear_bytes in (4, 1):  # fp32, and int8 weights (a lower bandwidth floor)
+        out = eff.stage_efficiencies(stages, SHAPES, measured, 4, linear_bytes, batch=1, latency_s=3.0)
+        for stage in ("semantic", "coarse"):
+            figures = out[stage]
+            assert figures.bandwidth_floor_s is not None and figures.kernel_floor_s is not None
+            assert 0 < figures.bandwidth_floor_s <= figures.kernel_floor_s, (stage, figures)
+
+
+def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch, measured):
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return dict(measured)  # the real figures; what is tested here is when the probe measures at all
+
+    monkeypatch.setattr(limits, "measure", counted)
+    path = tmp_path / limits.CACHE_FILE
+    first = limits.probe("cpu", "fp32", SHAPES, path=path)
+    assert not first["cached"] and len(calls) == 1
+    stored = json.loads(path.read_text())["entries"][first["key"]]
+    assert stored["versions"]["torch"] == torch.__version__ and stored["measured_at"]
+
+    second = limits.probe("cpu", "fp32", SHAPES, path=path)
+    assert second["cached"] and len(calls) == 1 and second["measured_at"] == first["measured_at"]
+
+    assert not limits.probe("cpu", "fp32", SHAPES, path=path, remeasure=True)["cached"]
+    assert len(calls) == 2
+
+    monkeypatch.setattr(limits, "_versions", lambda: {"torch": "0.0-other", "transformers": "0.0"})
+    assert not limits.probe("cpu", "fp32", SHAPES, path=path)["cached"]
+    assert len(calls) == 3
+
+    monkeypatch.setattr(limits.device_mod, "device_name", lambda kind: "another CPU")
+    assert not limits.probe("cpu", "fp32", SHAPES, path=path)["cached"]
+    assert not limits.probe("cpu", "bf16", SHAPES, path=path)["cached"]  # another dtype: another entry
+    assert len(calls) == 5
+    assert len(limits.cached_entries(path)) == 4
