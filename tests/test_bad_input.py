@@ -18,7 +18,19 @@ from barkbench.measure.runner import FAIL_VARIANT_ENV, RunSpec, VariantRunner
 from barkbench.measure.workload import MAX_TEXT_TOKENS, Workload, WorkloadError
 from barkbench.variants import Variant, VariantError, parse_variants
 
-FAST = ["--bark-semantic-tokens", "8", "--bark-rounds", "1", "--bark-warmup-rounds", "0", "-p", "no:cacheprovider"]
+# Pinned to the CPU: these sub-sessions check CPU behaviour (skip reasons, RSS figures), on any machine.
+FAST = [
+    "--bark-semantic-tokens",
+    "8",
+    "--bark-rounds",
+    "1",
+    "--bark-warmup-rounds",
+    "0",
+    "-p",
+    "no:cacheprovider",
+    "--bark-device",
+    "cpu",
+]
 IN_PROCESS = ["--bark-isolation", "off"]
 LONG_PROMPT = " ".join(["Wow, batching is so great!"] * 60)
 

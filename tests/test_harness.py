@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-FAST = ["--bark-semantic-tokens", "8", "-p", "no:cacheprovider"]
+# Pinned to the CPU: these sub-sessions check CPU behaviour (skip reasons, RSS figures), on any machine.
+FAST = ["--bark-semantic-tokens", "8", "-p", "no:cacheprovider", "--bark-device", "cpu"]
 
 EXTRA_INFO_FIELDS = {
     "variant": str,

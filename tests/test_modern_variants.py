@@ -149,7 +149,10 @@ def test_compile_without_a_cpp_compiler_is_skipped_with_the_reason(monkeypatch):
 
 
 def test_bf16_on_a_gpu_without_bf16_is_skipped(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    from barkbench.measure import device
+
+    turing = device.AcceleratorFacts("cuda", (device.DeviceFacts(0, "Tesla T4", capability="7.5", bf16_native=False),))
+    monkeypatch.setattr(device, "probe", lambda: turing)
     reason = optimize.unsupported_reason(Variant(dtype="bf16"), "cuda")
     assert reason is not None and "bfloat16" in reason
 

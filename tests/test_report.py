@@ -7,7 +7,8 @@ tests/data/run-cpu.json (machine ci-cpu-01, model ``tiny``, cpu):
          (throughput = 8 / latency, audio 40.96 s per call)
 tests/data/run-gpu.json (machine gpu-runner-01, H100, ``suno/bark-small``, cuda):
     bs1 (no eager-fp32 row): bettertransformer-fp16 4.0 s, 1,200 MB | sdpa-fp16 3.0 s, 1,080 MB
-         | bettertransformer-fp16-offload 4.6 s, 540 MB    (audio 5.0 s per call)
+         | bettertransformer-fp16-offload 4.6 s, 540 MB, device "cuda:0" as an offloaded BarkModel reports it
+         (audio 5.0 s per call)
     bs8: eager-fp32 6.0 s, 2,000 MB | sdpa-fp16 3.6 s, 1,500 MB    (audio 40 s per call)
     plus one benchmark without barkbench extra_info (ignored with a note).
 """
@@ -225,6 +226,20 @@ def test_report_groups_by_machine_model_device_and_batch(markdown: str) -> None:
     assert "## gpu-runner-01 (NVIDIA H100 80GB HBM3)" in markdown
     assert "### `suno/bark-small` on cuda (NVIDIA H100 80GB HBM3), batch size 8" in markdown
     assert "`tests/test_misc.py::test_tokenizer_speed`" in markdown.split("## Notes")[1]
+
+
+def test_offload_rows_recorded_as_cuda_0_group_with_their_cuda_baseline() -> None:
+    # BarkModel.device after enable_cpu_offload() is the hook's "cuda:0"; the other rows say "cuda".
+    rows = {r.variant: r for r in load_run(GPU_RUN).benchmarks}
+    offload = rows["bettertransformer-fp16-offload-bs1"]
+    assert (offload.device, offload.device_index) == ("cuda", 0)
+    assert (rows["sdpa-fp16-bs1"].device, rows["sdpa-fp16-bs1"].device_index) == ("cuda", None)
+    [group] = [g for g in group_results(load_run(GPU_RUN).benchmarks) if g.batch_size == 1]
+    assert {r.variant for r in group.results} == {
+        "bettertransformer-fp16-bs1",
+        "sdpa-fp16-bs1",
+        "bettertransformer-fp16-offload-bs1",
+    }
 
 
 def test_two_runs_from_one_machine_stay_apart() -> None:

@@ -165,11 +165,22 @@ CPU_DEFAULT_NOTE = (
 )
 
 
-def default_variants(device_type: str) -> list[Variant]:
-    """The default selection: ``DEFAULT_VARIANTS``, less fp16 at batch 8 on CPU (see ``CPU_DEFAULT_NOTE``)."""
+#: Why a CPU without native half-precision instructions leaves every fp16/bf16 row out of the default.
+CPU_EMULATED_HALF_NOTE = (
+    "this CPU has no native bf16/fp16 instructions (no avx512_bf16, amx_bf16, avx512_fp16 or amx_fp16 flag): "
+    "torch emulates them, slower than fp32, so the default leaves the fp16 and bf16 rows out; ask for them by "
+    "name (e.g. --bark-variants 'fp16' or 'bf16') to measure the emulation anyway"
+)
+
+
+def default_variants(device_type: str, cpu_half_native: bool = True) -> list[Variant]:
+    """The default selection: ``DEFAULT_VARIANTS``, less fp16 at batch 8 on CPU (see ``CPU_DEFAULT_NOTE``), and
+    less every fp16/bf16 row on a CPU that only emulates half precision (``CPU_EMULATED_HALF_NOTE``)."""
     variants = parse_variants(DEFAULT_VARIANTS)
     if device_type == "cpu":
         variants = [v for v in variants if not (v.dtype == "fp16" and v.batch_size > 1)]
+        if not cpu_half_native:
+            variants = [v for v in variants if v.dtype == "fp32"]
     return variants
 
 

@@ -69,6 +69,8 @@ class BenchmarkResult:
     offload: str
     batch_size: int
     model_source: str
+    #: The device kind ("cuda", "cpu"): what the report groups by. Files that recorded "cuda:0" (offload rows
+    #: carry the offload hook's device) read as their kind, with the index in ``device_index``.
     device: str
     device_name: str | None
     machine: str
@@ -84,6 +86,7 @@ class BenchmarkResult:
     extra_info: Mapping[str, Any] = field(default_factory=dict, compare=False)
     #: Whether this is the baseline row (``schema.is_baseline``), decided from its extra_info when loaded.
     is_reference_baseline: bool = False
+    device_index: int | None = None
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], machine: str) -> BenchmarkResult:
@@ -93,6 +96,7 @@ class BenchmarkResult:
         if not isinstance(stats, Mapping):
             raise TypeError("'stats' is not an object")
         status = str(extra.get("status") or "ok")
+        device, _, index = str(extra.get("device") or "unknown").partition(":")
         return cls(
             fullname=str(raw["fullname"]),
             name=str(raw.get("name") or raw["fullname"]),
@@ -102,7 +106,8 @@ class BenchmarkResult:
             offload=str(extra["offload"]),
             batch_size=int(extra["batch_size"]),
             model_source=str(extra.get("model_source") or "unknown"),
-            device=str(extra.get("device") or "unknown"),
+            device=device,
+            device_index=_int(extra.get("device_index", index or None)),
             device_name=_str(extra.get("device_name")),
             machine=machine,
             status=status,

@@ -82,9 +82,10 @@ def flash_attention_2_unavailable_reason(device_type: str) -> str | None:
     """Why FA2 cannot run here, or None when it can."""
     if device_type != "cuda":
         return "flash_attention_2 needs a CUDA GPU; this machine has none"
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    # Found, not imported: importing flash_attn loads its CUDA extension, and this runs in the pytest process.
+    if importlib.util.find_spec("flash_attn") is None:
         return "flash_attention_2 needs the flash-attn package (pip install flash-attn)"
     return None
 
@@ -126,7 +127,22 @@ def load_kwargs(variant: Variant) -> dict[str, Any]:
 
         sdpa.register()
         return {"attn_implementation": sdpa.NAME}
-    return {"attn_implementation": "flash_attention_2"} if variant.attention == "flash_attention_2" else {}
+    return {"attn_implementation": flash_attention_2_form()} if variant.attention == "flash_attention_2" else {}
+
+
+#: BarkConfig's transformer sub-configs (FlashAttention-2 capable) and its codec (EnCodec: no FA2 in transformers).
+FA2_SUB_CONFIGS = ("semantic_config", "coarse_acoustics_config", "fine_acoustics_config")
+CODEC_SUB_CONFIG = "codec_config"
+
+
+def flash_attention_2_form() -> dict[str, str]:
+    """``attn_implementation`` asking for FA2 in Bark's three transformers and eager attention in the codec.
+
+    The plain string ``"flash_attention_2"`` is copied into every sub-config, the codec's included, and
+    ``EncodecModel`` has no FA2: transformers 5.x raises ``ValueError`` at load. The per-sub-config dict is the
+    documented form for composite models and works on 4.46+ and 5.x alike.
+    """
+    return {**dict.fromkeys(FA2_SUB_CONFIGS, "flash_attention_2"), CODEC_SUB_CONFIG: "eager"}
 
 
 def apply(model: Any, variant: Variant, bt_via: str = "transform") -> tuple[Any, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sysconfig
 from typing import Any
 
 from barkbench.variants import Variant
@@ -41,8 +42,19 @@ def compile_unavailable_reason(device_type: str) -> str | None:
         if not compiler:
             return "compile on CPU needs a C++ compiler for inductor (g++ or clang++ on PATH, or $CXX)"
         return None
-    if device_type in ("cuda", "xpu") and importlib.util.find_spec("triton") is None:
-        return f"compile on {device_type} needs the triton package for inductor's GPU kernels"
+    if device_type in ("cuda", "xpu"):
+        if importlib.util.find_spec("triton") is None:
+            return f"compile on {device_type} needs the triton package for inductor's GPU kernels"
+        # triton builds a small C launcher per kernel at run time: it needs a C compiler and Python's headers.
+        cc = os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+        if not cc:
+            return f"compile on {device_type} needs a C compiler for triton's kernel launchers (gcc on PATH, or $CC)"
+        include = sysconfig.get_paths().get("include")
+        if not include or not os.path.exists(os.path.join(include, "Python.h")):
+            return (
+                f"compile on {device_type} needs Python's C headers for triton's kernel launchers (Python.h not in "
+                f"{include}; e.g. apt-get install python3-dev)"
+            )
     if device_type not in ("cpu", "cuda", "xpu"):
         return f"compile with inductor is not supported on {device_type}; use compile=false"
     return None

@@ -33,14 +33,13 @@ def load_kwargs(variant: Variant) -> dict[str, Any]:
 
 
 def _cuda_bf16_native() -> bool:
-    import torch
+    """Native bf16 on the GPU (compute capability 8.0+). Pre-Ampere GPUs emulate it slowly, and torch calls that
+    "supported" unless asked otherwise: measuring it as "bf16" would mislead. Read from ``device.probe()`` (a
+    child process): this check runs in the pytest process, which must not create a CUDA context."""
+    from barkbench.measure import device
 
-    # Without including_emulation=False, torch reports bf16 as supported on pre-Ampere GPUs, where it is
-    # emulated and slow: measuring that as "bf16" would mislead.
-    try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:  # torch < 2.3 has no including_emulation and checks compute capability itself
-        return bool(torch.cuda.is_bf16_supported())
+    facts = device.probe()
+    return bool(facts.kind == "cuda" and facts.devices and facts.devices[0].bf16_native)
 
 
 def _dtype_kwarg() -> str:

@@ -1,0 +1,184 @@
+"""The CUDA code paths, checked on a machine without a GPU: what reaches transformers, what the pytest process
+may touch, how results from a GPU are grouped, and the start-up checks.
+
+Stand-ins replace the hardware: an importable ``flash_attn`` module, transformers' FA2 availability check, and a
+``torch.cuda`` whose every call raises (the parent pytest process must never make one)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import transformers
+from packaging.version import Version
+from transformers import BarkModel, PreTrainedModel
+
+from barkbench.measure import device, optimize, sources
+from barkbench.measure.optimize import attention
+from barkbench.variants import Variant
+
+FA2 = Variant(attention="flash_attention_2", dtype="fp16")
+TF5 = Version(transformers.__version__).major >= 5
+
+
+@pytest.fixture()
+def flash_attn_importable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``flash_attn`` package on sys.path (a stand-in: no kernels), as an installed flash-attn would be."""
+    package = tmp_path / "stand-in" / "flash_attn"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('__version__ = "2.8.3"\n')
+    monkeypatch.syspath_prepend(str(package.parent))
+
+
+@pytest.fixture()
+def fa2_dispatch_allowed() -> object:
+    """transformers' own FA2 availability check passes (it needs CUDA and the real package); everything else in
+    from_pretrained, the choice of each sub-model's attention class included, runs as it would on a GPU."""
+    if TF5:
+        original = PreTrainedModel._check_and_adjust_attn_implementation
+
+        def check(self: PreTrainedModel, implementation: object, *args: object, **kwargs: object) -> object:
+            if implementation == "flash_attention_2":
+                return implementation
+            return original(self, implementation, *args, **kwargs)
+
+        patch = mock.patch.object(PreTrainedModel, "_check_and_adjust_attn_implementation", check)
+    else:
+        patch = mock.patch.object(
+            PreTrainedModel, "_check_and_enable_flash_attn_2", classmethod(lambda cls, config, *a, **k: config)
+        )
+    with patch:
+        yield
+
+
+def test_fa2_is_asked_per_sub_config_with_an_eager_codec(flash_attn_importable, fa2_dispatch_allowed, tiny_source):
+    assert optimize.unsupported_reason(FA2, "cuda") is None  # flash-attn "installed", a CUDA device named
+    kwargs = attention.load_kwargs(FA2)
+    assert kwargs == {
+        "attn_implementation": {
+            "semantic_config": "flash_attention_2",
+            "coarse_acoustics_config": "flash_attention_2",
+            "fine_acoustics_config": "flash_attention_2",
+            "codec_config": "eager",
+        }
+    }
+    with mock.patch.object(BarkModel, "from_pretrained", wraps=BarkModel.from_pretrained) as spy:
+        model = sources.load_model(tiny_source, **kwargs)
+    assert spy.call_args.kwargs["attn_implementation"] == kwargs["attn_implementation"]
+    # Every transformer block got the FA2 class; the codec kept eager (EncodecModel has no FA2).
+    assert attention.attention_summary(model) == {"BarkSelfFlashAttention2": 6}
+    for sub in (model.semantic, model.coarse_acoustics, model.fine_acoustics):
+        assert sub.config._attn_implementation == "flash_attention_2"
+    assert model.codec_model.config._attn_implementation == "eager"
+
+
+@pytest.mark.skipif(not TF5, reason="the string form's ValueError is transformers 5.x's (4.48 fails elsewhere)")
+def test_the_string_form_is_a_library_error_not_a_corrupt_folder(tiny_source):
+    # A library's ValueError on a whole, readable folder propagates as itself: never "model folder is corrupt".
+    folder = sources.parse_model_source(sources.resolve(tiny_source))
+    with (
+        mock.patch.object(BarkModel, "from_pretrained", side_effect=ValueError("EncodecModel does not support FA2")),
+        pytest.raises(ValueError, match="EncodecModel does not support FA2"),
+    ):
+        sources.load_model(folder, attn_implementation="flash_attention_2")
+
+
+def test_a_truncated_folder_is_still_called_corrupt(tmp_path, tiny_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in tiny_dir.iterdir():
+        if item.is_file():
+            data = item.read_bytes()
+            (broken / item.name).write_bytes(data[: len(data) // 2] if item.suffix == ".safetensors" else data)
+    assert not sources.folder_files_read(str(broken)) and sources.folder_files_read(str(tiny_dir))
+    with pytest.raises(sources.SourceError, match="is corrupt"):
+        sources.load_model(sources.parse_model_source(str(broken)))
+
+
+# -- devices: kinds and indices, the start-up check, no CUDA call in the parent ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("cuda:0", ("cuda", 0)), ("cuda", ("cuda", None)), ("cpu", ("cpu", None)), ("xpu:1", ("xpu", 1))],
+)
+def test_device_kind_and_index(given, expected):
+    assert device.device_kind_and_index(given) == expected
+
+
+def test_bark_device_cuda_without_cuda_fails_at_start_up_in_one_line(bench_pytester):
+    result = bench_pytester.runpytest_subprocess("bench", "--bark-device", "cuda", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    [line] = [text for text in result.stderr.lines if "--bark-device cuda" in text]
+    assert "ERROR: --bark-device cuda:" in line and ("CPU-only build" in line or "sees no CUDA GPU" in line)
+    assert "--bark-device cpu" in line
+    assert "eager-fp32" not in result.stdout.str()  # nothing was collected or loaded
+
+
+def test_cpu_capability_facts_read_proc_cpuinfo(monkeypatch):
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert device.cpu_half_precision() == {"bf16": False, "fp16": False} and device.cpu_emulates_half_precision()
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert device.cpu_half_precision() == {"bf16": True, "fp16": False} and not device.cpu_emulates_half_precision()
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset())
+    assert not device.cpu_emulates_half_precision()  # unknown: nothing is left out
+
+
+def test_machine_info_of_a_cpu_run_names_no_gpu(monkeypatch):
+    h100 = device.AcceleratorFacts("cuda", (device.DeviceFacts(0, "NVIDIA H100 80GB HBM3", 85_000_000_000),))
+    monkeypatch.setattr(device, "probe", lambda: h100)
+    assert device.machine_info("cpu")["gpu_name"] is None
+    info = device.machine_info("cuda")
+    assert info["gpu_name"] == "NVIDIA H100 80GB HBM3" and info["gpu_memory_bytes"] == 85_000_000_000
+
+
+CUDA_RAISES = """
+import pytest
+import torch
+
+
+def _forbidden(name):
+    def call(*args, **kwargs):
+        raise AssertionError(f"torch.{name} called in the pytest process")
+    return call
+
+
+# At import: this conftest loads before any plugin hook runs, so every torch.cuda / torch.accelerator function
+# raises in this process from the start of the session.
+for _module, _prefix in ((torch.cuda, "cuda"), (getattr(torch, "accelerator", None), "accelerator")):
+    if _module is None:
+        continue
+    for _name in dir(_module):
+        _value = getattr(_module, _name)
+        if _name.startswith("__") or isinstance(_value, type) or not callable(_value):
+            continue
+        setattr(_module, _name, _forbidden(f"{_prefix}.{_name}"))
+"""
+
+
+def test_a_full_cpu_run_makes_no_cuda_call_in_the_pytest_process(bench_pytester):
+    # The workers are separate processes (--bark-isolation process): only the parent's calls are forbidden.
+    (bench_pytester.path / "conftest.py").write_text(textwrap.dedent(CUDA_RAISES))
+    out = bench_pytester.path / "run.json"
+    result = bench_pytester.runpytest_subprocess(
+        "bench",
+        "--bark-variants",
+        "baseline;sdpa",
+        "--bark-semantic-tokens",
+        "8",
+        "--bark-rounds",
+        "1",
+        "--bark-warmup-rounds",
+        "0",
+        "-p",
+        "no:cacheprovider",
+        f"--benchmark-json={out}",
+        timeout=600,
+    )
+    result.assert_outcomes(passed=2)
+    data = json.loads(out.read_text())
+    assert data["machine_info"]["barkbench"]["device"] == "cpu"
+    assert {(b["extra_info"]["device"], b["extra_info"]["device_index"]) for b in data["benchmarks"]} == {("cpu", None)}
