@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -74,6 +75,8 @@ class RoundResult:
     output_lengths: tuple[int, ...]
     #: Per-stage figures, ``StageTracker.as_dict()``: {"semantic": {"seconds", "peak_memory_bytes", "tokens"}, ...}
     stages: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    #: Long-form mode: each piece's seconds, in order (their sum is ``seconds`` less the loop's overhead).
+    segment_seconds: tuple[float, ...] = ()
 
 
 #: ``memory_method`` of CPU rounds: the kernel's peak resident set, read on the dedicated memory call with the
@@ -134,7 +137,9 @@ class VariantRunner:
             trackers.make_mapped_weights_resident()
         self.model = prepared.model
         self.processor = sources.load_processor(source)
-        self.inputs, warnings = workload.prepare_inputs(self.processor, spec.workload, prepared.device)
+        self.calls, warnings = workload.prepare_calls(
+            self.processor, spec.workload, prepared.device, random_model=source.kind == "random"
+        )
         self._audio: tuple[Any, Any] | None = None
         device_kind, device_index = device_mod.device_kind_and_index(prepared.device)
         self.info = RunnerInfo(
@@ -161,6 +166,11 @@ class VariantRunner:
             self.info = dataclasses.replace(self.info, first_call_seconds=first.seconds)
         #: On CPU, the call whose peak memory every round reports; see ``_memory_call``.
         self._memory: RoundResult | None = self._memory_call() if self._cpu else None
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The first call's keyword arguments (the only call outside long-form mode)."""
+        return self.calls[0]
 
     def prepare(self) -> None:
         """Outside the timed region, before every round: the blog's ``set_seed(0)``."""
@@ -202,17 +212,29 @@ class VariantRunner:
 
         from barkbench.measure.workload import audio_seconds
 
-        kwargs = {**self.inputs, **self.spec.workload.call_kwargs(), "return_output_lengths": True}
+        kwargs = {**self.spec.workload.call_kwargs(), "return_output_lengths": True}
         # The previous call's audio must not be alive (on the device) inside this call's peak.
         self._audio = None
         if self.spec.fixed_length:
             kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
+        segments: list[float] = []
+        pieces: list[tuple[Any, Any]] = []
         memory = self._trackers.MemoryTracker(self.spec.device_type, baseline_bytes=self._baseline)
         latency = self._trackers.LatencyTracker()
         # The stage tracker is entered first: installing its wrappers is not part of the timed call.
         stage_tracker = StageTracker(self.model, self.spec.device_type, baseline_bytes=self._baseline)
         with torch.inference_mode(), stage_tracker as stages, memory as mem, latency as lat:
-            audio, lengths = self.model.generate(**kwargs)
+            # One call per round, or long-form's pieces in sequence (each timed; the round is their sum).
+            for call in self.calls:
+                start = time.perf_counter()
+                audio, lengths = self.model.generate(**call, **kwargs)
+                segments.append(time.perf_counter() - start)
+                if len(self.calls) > 1:
+                    pieces.append((audio.detach().cpu(), [int(n) for n in lengths]))
+        if pieces:
+            # The round's audio is the pieces one after another (batch 1 in long-form mode).
+            audio = torch.cat([a[0, : int(n[0])] for a, n in pieces])[None]
+            lengths = torch.tensor([audio.shape[-1]])
         # Kept on the host for save_wav: a device copy would sit in the allocator between rounds.
         self._audio = (audio.detach().cpu(), lengths.detach().cpu() if hasattr(lengths, "cpu") else lengths)
         return RoundResult(
@@ -223,6 +245,7 @@ class VariantRunner:
             audio_seconds=audio_seconds(audio, self.info.sample_rate, list(lengths)),
             output_lengths=tuple(int(n) for n in lengths),
             stages=stages.as_dict(),
+            segment_seconds=tuple(segments) if len(segments) > 1 else (),
         )
 
     def save_wav(self, path: str) -> str:
