@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from barkbench import __version__
+from barkbench import __version__, doctor
 from barkbench.results import budgets, compare, export, report
 from barkbench.results.budgets import BudgetError
 from barkbench.results.load import ResultsError
@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, ModuleType] = {
     "compare": compare,
     "export-github": export,
     "budgets": budgets,
+    "doctor": doctor,
 }
 
 EXIT_USAGE = 2
