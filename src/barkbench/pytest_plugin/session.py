@@ -175,7 +175,6 @@ class BarkSession:
     interrupted: tuple[str, str] | None = None
     #: Files pytest-benchmark wrote this session (--benchmark-json, autosave), for the line after an interrupt.
     saved_paths: list[str] = field(default_factory=list)
-    _previous_sigterm: Any = None
     _config: BenchConfig | None = None
     _machine_facts: noise.MachineFacts | None = None
 
@@ -218,8 +217,9 @@ class BarkSession:
         benchmark_patches.install(session.config, self.failed, self.saved_paths)
         if threading.current_thread() is threading.main_thread():
             # SIGTERM ends the session the way Ctrl-C does: the worker is killed, finished variants are saved.
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_terminated)
-            session.config.pluginmanager.register(_SaveGuard(self), "barkbench-save-guard")
+            guard = _SaveGuard()
+            guard.install()
+            session.config.pluginmanager.register(guard, "barkbench-save-guard")
         bs = getattr(session.config, "_benchmarksession", None)
         if bs is not None:
             # Autosaved files keep the per-round timings too: `barkbench compare` tests significance on them.
@@ -282,40 +282,49 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the session is: pytest ends an interrupted session the way it ends a Ctrl-C."""
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated("SIGTERM")
-
-
 def _signal_name(exc: BaseException) -> str:
     return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
 
 
 class _SaveGuard:
-    """Around every plugin's sessionfinish (pytest-benchmark saves there): a second Ctrl-C or a SIGTERM waits
-    until the files are written. Atomic writes keep a file whole; this keeps it written at all."""
+    """SIGINT and SIGTERM for the session. The first interrupts where the session is (SIGTERM as ``Terminated``,
+    a ``KeyboardInterrupt``, so pytest ends the session as after a Ctrl-C and saves). A second one — an impatient
+    Ctrl-C while the worker is killed, the report printed or the files written — is noted and waits for the save
+    to end; a third quits at once without saving. During the save itself even the first waits: atomic writes
+    keep a file whole, this keeps it written at all."""
 
-    def __init__(self, owner: BarkSession) -> None:
-        self.owner = owner
+    def __init__(self) -> None:
+        self.count = 0
+        self.saving = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        name = signal.Signals(signum).name
+        if self.count == 1 and not self.saving:
+            raise Terminated(name) if signum == signal.SIGTERM else KeyboardInterrupt
+        if self.count >= 3:
+            os._exit(128 + signum)
+        os.write(2, f"\nbarkbench: {name} again: saving what finished first; once more quits without saving\n".encode())
 
     @pytest.hookimpl(hookwrapper=True, tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Any:
-        deferred: list[str] = []
-
-        def defer(signum: int, frame: Any) -> None:
-            deferred.append(signal.Signals(signum).name)
-
-        main = threading.current_thread() is threading.main_thread()
-        previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        self.saving = True
         try:
             yield
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if main and self.owner._previous_sigterm is not None:
-                signal.signal(signal.SIGTERM, self.owner._previous_sigterm)
-        if deferred:
+            self.saving = False
+        if self.count:
             # The session ends now, with what was saved; no traceback from inside the save.
             session.exitstatus = pytest.ExitCode.INTERRUPTED
+
+    def pytest_unconfigure(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def startup_checks(config: pytest.Config) -> None:
