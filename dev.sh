@@ -5,6 +5,12 @@
 #   ./dev.sh lint                          ruff check, ruff format --check and mypy src, on .venv
 #   ./dev.sh test-current|test-legacy ...  the same on one stack
 #   ./dev.sh bench-legacy [pytest args...] bench/ on the legacy stack (optimum's BetterTransformer runs there)
+#   ./dev.sh gpu-acceptance                check barkbench on a CUDA GPU: .venv with the CUDA torch of
+#                                          TORCH_CUDA_INDEX, then doctor, the tests on cuda, a short fixed-length
+#                                          benchmark and `barkbench acceptance` (everything in gpu-acceptance/)
+#   ./dev.sh gpu-acceptance-installed      the same in an existing CUDA python (GPU_PYTHON, default python3), for
+#                                          offline boxes: pip install --no-deps --no-build-isolation -e . into it,
+#                                          say which optional pieces are missing, run everything else
 # An environment is (re)installed when it is missing or when pyproject.toml, its constraints file or TORCH_SPEC
 # changed since it was set up (a stamp file in the environment records what it was built from); delete .venv*
 # to start over. PYTHON picks the interpreter; TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu) picks
@@ -56,6 +62,53 @@ lint() {
   return "$status"
 }
 
+# gpu_acceptance PY: the acceptance run with the python PY (barkbench installed in it). Stops at once, with the
+# reason, where torch cannot use a CUDA GPU.
+require_cuda() {  # require_cuda PY: exit 1 with the reason unless torch in PY can use a CUDA GPU
+  "$1" - <<'EOF' || exit 1
+import sys, torch
+if not (torch.version.cuda and torch.cuda.is_available()):
+    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+    sys.exit(f"barkbench: gpu-acceptance needs a CUDA GPU: torch {torch.__version__} ({build} build) sees none "
+             "(check nvidia-smi; on a GPU machine install a CUDA torch, e.g. TORCH_CUDA_INDEX=.../cu128)")
+print(f"barkbench: gpu-acceptance on {torch.cuda.get_device_name(0)} "
+      f"(torch {torch.__version__}, CUDA {torch.version.cuda})", file=sys.stderr)
+EOF
+}
+
+gpu_acceptance() {
+  local py=$1 out=gpu-acceptance status=0
+  require_cuda "$py"
+  rm -rf "$out" && mkdir -p "$out"
+  "$py" -m barkbench doctor | tee "$out/doctor.txt"
+  "$py" -m barkbench doctor --json >"$out/doctor.json"
+  local missing=() module
+  for module in soundfile optimum flash_attn hypothesis; do
+    "$py" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$module') is None)" || missing+=("$module")
+  done
+  local ignore=()
+  if ((${#missing[@]})); then
+    echo "barkbench: not installed here: ${missing[*]} (soundfile: no WAVs; optimum: BetterTransformer rows" \
+      "skipped; flash_attn: FA2 rows skipped; hypothesis: its property-test files not run); the rest runs" \
+      | tee "$out/missing.txt" >&2
+    if [[ " ${missing[*]} " == *" hypothesis "* ]]; then
+      # Files that import hypothesis at module level.
+      while IFS= read -r file; do ignore+=("--ignore=$file"); done < <(grep -l "^from hypothesis\|^import hypothesis" tests/*.py)
+    fi
+  fi
+  "$py" -m pytest tests/ --bark-device cuda -q -p no:cacheprovider "${ignore[@]}" 2>&1 | tee "$out/tests.txt" || status=1
+  local bench=(bench/test_bark.py --bark-device cuda --bark-fixed-length --bark-semantic-tokens 64 --bark-rounds 3
+    --bark-variants "blog-sdpa;modern;bs8" -p no:cacheprovider)
+  local model
+  for model in tiny random:bark-small; do
+    "$py" -m pytest "${bench[@]}" --bark-model "$model" --benchmark-json="$out/${model//:/-}.json" \
+      2>&1 | tee -a "$out/bench.txt" || status=1
+  done
+  "$py" -m barkbench acceptance "$out/tiny.json" "$out/random-bark-small.json" --summary "$out/summary.md" || status=1
+  if ((status)); then echo "barkbench: gpu-acceptance FAILED; see $out/" >&2; else echo "barkbench: gpu-acceptance passed; see $out/" >&2; fi
+  exit "$status"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -91,8 +144,29 @@ case "$cmd" in
     legacy_env
     run_tests legacy .venv-legacy "$@"
     ;;
+  gpu-acceptance)
+    # Before anything is installed: no GPU driver, no point downloading a CUDA torch.
+    if ! nvidia-smi -L >/dev/null 2>&1; then
+      echo "barkbench: gpu-acceptance needs a CUDA GPU: nvidia-smi finds none on this machine; run it on a GPU" \
+        "machine (or ./dev.sh gpu-acceptance-installed in a python that already has a CUDA torch)" >&2
+      exit 1
+    fi
+    # Its own environment, with the CUDA build named: TORCH_SPEC alone can resolve to a +cpu wheel that pip
+    # ranks higher, and .venv (the CPU development stack) stays as it is.
+    TORCH_INDEX=${TORCH_CUDA_INDEX:-https://download.pytorch.org/whl/cu128}
+    make_env .venv-gpu current constraints/current.txt
+    gpu_acceptance .venv-gpu/bin/python
+    ;;
+  gpu-acceptance-installed)
+    py=${GPU_PYTHON:-python3}
+    require_cuda "$py"
+    # No downloads: barkbench alone goes into the python that already has torch (CUDA), transformers and the rest.
+    "$py" -m pip install -q --no-deps --no-build-isolation -e .
+    gpu_acceptance "$py"
+    ;;
   *)
-    echo "usage: ./dev.sh bench|bench-legacy|test|test-current|test-legacy|lint [pytest args...]" >&2
+    echo "usage: ./dev.sh bench|bench-legacy|test|test-current|test-legacy|lint|gpu-acceptance|gpu-acceptance-installed" \
+      "[pytest args...]" >&2
     exit 2
     ;;
 esac

@@ -182,3 +182,69 @@ def test_a_full_cpu_run_makes_no_cuda_call_in_the_pytest_process(bench_pytester)
     data = json.loads(out.read_text())
     assert data["machine_info"]["barkbench"]["device"] == "cpu"
     assert {(b["extra_info"]["device"], b["extra_info"]["device_index"]) for b in data["benchmarks"]} == {("cpu", None)}
+
+
+# -- barkbench acceptance: the GPU run's must-holds, checked on JSON ---------------------------------------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_acceptance_passes_the_gpu_shaped_run_and_groups_cuda_0_offload_with_its_baseline(capsys):
+    from barkbench.cli import main
+
+    assert main(["acceptance", str(DATA / "run-gpu.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| ok | `run-gpu.json` | memory from the CUDA allocator | cuda_max_memory_allocated |" in out
+    assert "report groups offload with its baseline (suno/bark-small, bs1)" in out
+    assert "`bettertransformer-fp16-offload-bs1` peak below `bettertransformer-fp16-bs1` | 540.0 vs 1,200.0 MB" in out
+
+
+def test_acceptance_fails_a_cpu_run_and_an_offload_that_saves_nothing(tmp_path, capsys):
+    from barkbench.cli import main
+
+    assert main(["acceptance", str(DATA / "run-cpu.json")]) == 1
+    out = capsys.readouterr().out
+    assert "**FAIL** | `run-cpu.json` | memory from the CUDA allocator" in out
+    assert "**FAIL** | `run-cpu.json` | `eager-fp32-bs1` device kind | recorded 'cpu'" in out
+    data = json.loads((DATA / "run-gpu.json").read_text())
+    for bench in data["benchmarks"]:
+        if bench["extra_info"].get("offload") == "cpu":
+            bench["extra_info"]["peak_memory_bytes"] = 2_000_000_000
+    bad = tmp_path / "offload-no-saving.json"
+    bad.write_text(json.dumps(data))
+    summary = tmp_path / "summary.md"
+    assert main(["acceptance", str(bad), "--summary", str(summary)]) == 1
+    assert (
+        "**FAIL** | `offload-no-saving.json` | `bettertransformer-fp16-offload-bs1` peak below" in summary.read_text()
+    )
+
+
+# -- ./dev.sh gpu-acceptance ---------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+no_cuda = pytest.mark.skipif(device.probe().kind == "cuda", reason="checks the no-GPU path; this machine has CUDA")
+
+
+@no_cuda
+def test_gpu_acceptance_installed_stops_at_once_without_cuda(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        ["./dev.sh", "gpu-acceptance-installed"],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "GPU_PYTHON": sys.executable, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("barkbench: gpu-acceptance needs a CUDA GPU: torch ") and "sees none" in line
+
+
+def test_gpu_acceptance_installed_mode_installs_barkbench_alone():
+    script = (REPO / "dev.sh").read_text()
+    mode = script.split("gpu-acceptance-installed)", 1)[1].split(";;", 1)[0]
+    # require_cuda comes first: a CPU machine stops before anything is installed.
+    assert mode.index("require_cuda") < mode.index("-m pip install -q --no-deps --no-build-isolation -e .")

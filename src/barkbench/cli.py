@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from barkbench import __version__, doctor
-from barkbench.results import budgets, compare, export, report
+from barkbench.results import acceptance, budgets, compare, export, report
 from barkbench.results.budgets import BudgetError
 from barkbench.results.load import ResultsError
 
@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, ModuleType] = {
     "export-github": export,
     "budgets": budgets,
     "doctor": doctor,
+    "acceptance": acceptance,
 }
 
 EXIT_USAGE = 2

@@ -247,6 +247,12 @@ def _nvidia_driver() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
 
 
+def _limits_entries() -> list[dict[str, Any]]:
+    from barkbench.measure import limits
+
+    return limits.cached_entries()
+
+
 def machine_info(device_type: str) -> dict[str, Any]:
     """What pytest-benchmark's machine_info gets under ``barkbench``: libraries and the device the run uses.
 
@@ -260,6 +266,8 @@ def machine_info(device_type: str) -> dict[str, Any]:
         "cuda": None,
         "gpu_memory_bytes": None,
         "cpu_half_precision": cpu_half_precision(),
+        # The machine-limits probe's entries measured on this machine (a file read; the workers measure).
+        "limits": _limits_entries(),
     }
     if device_type == "cpu":
         return info

@@ -60,6 +60,9 @@ class RunnerInfo:
     first_call_seconds: float | None = None
     #: torch's intra-op threads while the rounds run (``torch.get_num_threads()``).
     torch_threads: int | None = None
+    #: The machine's limits this variant is held to, and what its efficiency is computed from
+    #: (``limits.for_model``: ``limits``, ``efficiency_inputs``; ``error`` when the probe failed).
+    limits: dict[str, Any] = field(default_factory=dict)
     #: The device's index ("cuda:1" -> 1), None on the CPU.
     device_index: int | None = None
 
@@ -166,6 +169,8 @@ class VariantRunner:
             self.info = dataclasses.replace(self.info, first_call_seconds=first.seconds)
         #: On CPU, the call whose peak memory every round reports; see ``_memory_call``.
         self._memory: RoundResult | None = self._memory_call() if self._cpu else None
+        # After the memory call, so that the probe's buffers never count in the variant's memory figures.
+        self.info = dataclasses.replace(self.info, limits=_machine_limits(self.model, spec, prepared.quantized_linear))
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -264,6 +269,16 @@ class VariantRunner:
 
         self.model = self.processor = self._audio = None
         gc.collect()
+
+
+def _machine_limits(model: Any, spec: RunSpec, quantized_linear: int) -> dict[str, Any]:
+    from barkbench.measure import limits
+
+    try:
+        return limits.for_model(model, spec.device_type, spec.variant.dtype, spec.variant.batch_size, quantized_linear)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        # The limits only add the "% of limit" figures: a variant that ran is not lost because the probe failed.
+        return {"error": f"machine-limits probe failed: {type(exc).__name__}: {exc}"}
 
 
 def _torch_threads() -> int:

@@ -34,6 +34,7 @@ from barkbench.measure.workload import Workload, WorkloadError
 from barkbench.measure.workload import workload_from_files as workload_fields_from_files
 from barkbench.pytest_plugin import benchmark_patches
 from barkbench.results import budgets as budgets_mod
+from barkbench.results import efficiency
 from barkbench.results.load import parse_run
 from barkbench.results.report import terminal_tables
 from barkbench.variants import CPU_DEFAULT_NOTE, CPU_EMULATED_HALF_NOTE, Variant, dedupe, default_variants
@@ -495,6 +496,20 @@ class BarkBench:
             if check.unstable:
                 progress.warn(f"unstable: {check.summary}")
         benchmark.extra_info.update(figures.to_extra_info(), status="ok")
+        machine_limits = runner.info.limits
+        if machine_limits.get("error"):
+            benchmark.extra_info["limits_error"] = machine_limits["error"]
+        elif machine_limits:
+            # Each stage against the machine's measured limits ("% of limit"); stage times are the worker's.
+            benchmark.extra_info.update(
+                efficiency.extra_info(
+                    figures.stages,
+                    figures.worker_latency_mean_s,
+                    machine_limits["limits"],
+                    machine_limits["efficiency_inputs"],
+                    variant.batch_size,
+                )
+            )
         if measured and measured[-1].segment_seconds:
             # Long-form: each piece's mean seconds over the rounds, in order; the latency is their total.
             pieces = zip(*(r.segment_seconds for r in measured), strict=True)
