@@ -5,7 +5,7 @@
 #   ./dev.sh lint                          ruff check, ruff format --check and mypy src, on .venv
 #   ./dev.sh test-current|test-legacy ...  the same on one stack
 #   ./dev.sh bench-legacy [pytest args...] bench/ on the legacy stack (optimum's BetterTransformer runs there)
-#   ./dev.sh gpu-acceptance                check barkbench on a CUDA GPU: .venv with the CUDA torch of
+#   ./dev.sh gpu-acceptance                check barkbench on a CUDA GPU: .venv-gpu with the CUDA torch of
 #                                          TORCH_CUDA_INDEX, then doctor, the tests on cuda, a short fixed-length
 #                                          benchmark and `barkbench acceptance` (everything in gpu-acceptance/)
 #   ./dev.sh gpu-acceptance-installed      the same in an existing CUDA python (GPU_PYTHON, default python3), for
