@@ -252,3 +252,27 @@ def stage_shapes(model: Any) -> dict[str, SubModelShape]:
         stage: SubModelShape.from_config(getattr(model, attribute).config.to_dict())
         for stage, (attribute, _) in STAGE_SUBMODELS.items()
     }
+
+
+#: Set to 1 (``--bark-remeasure-limits`` does, for the session and the workers it starts): measure again even when
+#: the cache holds an entry.
+REMEASURE_ENV = "BARKBENCH_REMEASURE_LIMITS"
+
+_ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def for_model(model: Any, device_type: str, dtype: str, batch: int, quantized_linear: int) -> dict[str, Any]:
+    """What a variant's results need to hold its stages against the limits: the probe's figures for its device,
+    dtype and shapes (``limits``), and the shapes and bytes per weight the efficiency is computed from."""
+    shapes = stage_shapes(model)
+    element = _ELEMENT_BYTES[dtype]
+    remeasure = os.environ.get(REMEASURE_ENV) == "1"
+    return {
+        "limits": probe(device_type, dtype, shapes, batch, remeasure=remeasure),
+        "efficiency_inputs": {
+            "shapes": {stage: dict(vars(shape)) for stage, shape in shapes.items()},
+            "element_bytes": element,
+            # quantize_dynamic stores every Linear weight as int8: one byte each.
+            "linear_weight_bytes": 1 if quantized_linear else element,
+        },
+    }

@@ -205,7 +205,8 @@ def stage_efficiencies(
             # The probe times the step's Linear matmuls; what else the step reads (the KV cache, LayerNorm and
             # embedding rows) is counted at the bandwidth. The probe's bandwidth is at least its GEMV rate, so
             # this kernel floor is never below the bandwidth floor.
-            gemv = _float(kernel_steps.get(name))
+            # Measured in the activation dtype: for int8 weights the probe's kernels are not the ones that run.
+            gemv = _float(kernel_steps.get(name)) if linear_weight_bytes == element_bytes else None
             rest = step_bytes - decode_linear_bytes(shapes[name], linear_weight_bytes)
             kernel = gemv + rest / bandwidth if gemv is not None and bandwidth else None
             out[name] = StageEfficiency(
@@ -240,3 +241,37 @@ def percent(fraction: Any) -> str:
     """A fraction as "% of limit" text ("" when absent)."""
     value = _float(fraction)
     return "" if value is None else f"{100 * value:.0f} %"
+
+
+def extra_info(
+    stages: Mapping[str, Mapping[str, Any]] | None,
+    latency_s: float | None,
+    limits: Mapping[str, Any],
+    inputs: Mapping[str, Any],
+    batch: int,
+) -> dict[str, Any]:
+    """``extra_info`` entries of one variant: ``efficiency`` (per stage, ``StageEfficiency.as_dict``) and
+    ``limits`` (the probe's figures it was held to, and when they were measured). Empty without stage figures."""
+    if not stages or not limits or not latency_s:
+        return {}
+    shapes = {stage: SubModelShape(**values) for stage, values in (inputs.get("shapes") or {}).items()}
+    per_stage = stage_efficiencies(
+        stages,
+        shapes,
+        limits,
+        int(inputs["element_bytes"]),
+        float(inputs["linear_weight_bytes"]),
+        batch,
+        latency_s,
+    )
+    kept = ("bandwidth_bytes_per_s", "copy_bytes_per_s", "gemv_bytes_per_s", "matmul_flops_per_s", "matmul_shape")
+    return {
+        "efficiency": {name: figures.as_dict() for name, figures in per_stage.items()},
+        "limits": {
+            **{key: limits.get(key) for key in kept},
+            "kernel_step_seconds": dict(limits.get("kernel_step_seconds") or {}),
+            "dtype": limits.get("dtype"),
+            "measured_at": limits.get("measured_at"),
+            "cached": limits.get("cached"),
+        },
+    }
