@@ -199,6 +199,15 @@ def test_acceptance_passes_the_gpu_shaped_run_and_groups_cuda_0_offload_with_its
     assert "`bettertransformer-fp16-offload-bs1` peak below `bettertransformer-fp16-bs1` | 540.0 vs 1,200.0 MB" in out
 
 
+def test_the_report_explains_offload_rows_model_memory():
+    from barkbench.results.load import load_run
+    from barkbench.results.report import group_results
+
+    groups = {g.batch_size: g.to_markdown() for g in group_results(load_run(DATA / "run-gpu.json").benchmarks)}
+    assert "Offload rows: model memory is what stays on the device" in groups[1]
+    assert "Offload rows" not in groups[8]  # no offload row there
+
+
 def test_acceptance_fails_a_cpu_run_and_an_offload_that_saves_nothing(tmp_path, capsys):
     from barkbench.cli import main
 
