@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from barkbench.results import efficiency, plots
 from barkbench.results import markdown as md
+from barkbench.results import plots
 from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_runs
 from barkbench.results.schema import BYTES_PER_MB
 
@@ -89,9 +89,6 @@ class Group:
         stage_part = stage_table(self.succeeded)
         if stage_part:
             parts += ["", stage_part]
-        limit_part = efficiency.limit_table(self.succeeded)
-        if limit_part:
-            parts += ["", limit_part]
         if any(r.offload != "none" for r in self.succeeded):
             parts += [
                 "",
@@ -288,14 +285,6 @@ def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
             files.append(path)
             plot_file = path.name
         lines += ["", group.to_markdown(plot_file)]
-        if output_dir is not None:
-            # Where each variant's decode step goes: bandwidth floor, kernel floor, measured (efficiency.py).
-            for variant, figures in efficiency.limit_rows(group.succeeded):
-                levels = {s: v for s in efficiency.DECODE_STAGES if (v := efficiency.step_levels(figures, s))}
-                if levels:
-                    path = output_dir / namer(f"steps-{short[machine]}-{group.model_source}-{group.device}-{variant}")
-                    files.append(plots.step_breakdown(variant, levels, path))
-                    lines += ["", f"![Decode step breakdown, {variant}]({path.name})"]
     notes = [note for run in runs for note in run.notes()]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
