@@ -286,3 +286,72 @@ def test_an_unwritable_cache_names_the_setting(bench_pytester: pytest.Pytester, 
     text = result.stdout.str() + result.stderr.str()
     assert f"BARKBENCH_CACHE={bad}: cannot write there" in text and "set BARKBENCH_CACHE to a writable folder" in text
     assert "Traceback" not in text and ".lock" not in text
+
+
+# -- runs of different workloads, models or devices are never compared as one ----------------------------------
+
+DATA = Path(__file__).parent / "data" / "run-cpu.json"
+
+
+def _variant_of(data: dict, key: str, value: object) -> dict:
+    changed = json.loads(json.dumps(data))
+    for bench in changed["benchmarks"]:
+        bench["extra_info"][key] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "shown"),
+    [
+        ("semantic_max_new_tokens", 64, "semantic_max_new_tokens 256 vs 64"),
+        ("model_source", "random:bark-small", "model_source tiny vs random:bark-small"),
+        ("device", "cuda:0", "device cpu vs cuda"),
+    ],
+)
+def test_compare_refuses_runs_that_measured_different_things(tmp_path, capsys, key, value, shown):
+    from barkbench import cli
+
+    base, new = tmp_path / "base.json", tmp_path / "new.json"
+    data = json.loads(DATA.read_text())
+    base.write_text(json.dumps(data))
+    new.write_text(json.dumps(_variant_of(data, key, value)))
+    assert cli.main(["compare", str(base), str(new), "--fail-on", "memory:10%"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and shown in err and "--allow-mixed" in err
+    # Asked for, the comparison runs (and gates as usual).
+    assert cli.main(["compare", str(base), str(new), "--allow-mixed"]) == 0
+
+
+def test_report_keeps_workloads_apart_and_names_them(tmp_path, capsys):
+    from barkbench import cli
+    from barkbench.results.load import load_runs
+    from barkbench.results.report import group_results
+
+    data = json.loads(DATA.read_text())
+    mixed = json.loads(json.dumps(data))
+    for bench in mixed["benchmarks"][: len(mixed["benchmarks"]) // 2]:
+        bench["extra_info"]["semantic_max_new_tokens"] = 64
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps(mixed))
+    (run,) = load_runs([path])
+    for group in group_results(run.benchmarks):
+        tokens = {r.extra_info["semantic_max_new_tokens"] for r in group.results}
+        assert len(tokens) == 1, f"one table mixes workloads: {group.title}"
+        assert f"{tokens.pop()} semantic tokens" in group.title
+    assert cli.main(["report", str(path), "--output-dir", str(tmp_path / "report"), "--no-plots"]) in (0, None)
+    text = "\n".join(p.read_text() for p in (tmp_path / "report").rglob("*.md"))
+    assert "Workload" in text  # the runs table names each run's workload
+    assert "64 semantic tokens" in text and "256 semantic tokens" in text
+
+
+# -- a budgets file that matches nothing fails the gate -----------------------------------------------------------
+
+
+def test_a_budgets_file_matching_nothing_fails_listing_patterns_and_variants(tmp_path, capsys):
+    from barkbench import cli
+
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('["tiny"."cuda"."sdpa-*"]\npeak_memory_ratio = 1.5\nwhy = "typo: this run is on cpu"\n')
+    assert cli.main(["budgets", str(DATA), "--budgets", str(budgets)]) == 1
+    out = capsys.readouterr().out
+    assert 'patterns ["tiny"."cuda"."sdpa-*"]' in out and "measured tiny cpu eager-fp32-bs1" in out

@@ -172,6 +172,8 @@ class BarkSession:
     failed: list[dict[str, Any]] = field(default_factory=list)
     #: The budget verdicts, once checked at session end (None: --bark-budgets not given).
     verdicts: list[budgets_mod.Verdict] | None = None
+    #: Set when --bark-budgets matched no measured variant: the gate's failure message.
+    unmatched_budgets: str = ""
     #: The variant an interrupt (Ctrl-C, SIGTERM) stopped, and the signal's name; None while not interrupted.
     interrupted: tuple[str, str] | None = None
     #: Files pytest-benchmark wrote this session (--benchmark-json, autosave), for the line after an interrupt.
@@ -237,7 +239,10 @@ class BarkSession:
         if budgets is None:
             return
         self.verdicts = budgets_mod.check_extra_infos(self.completed, budgets)
-        if budgets_mod.failures(self.verdicts) and session.exitstatus == pytest.ExitCode.OK:
+        if not self.verdicts:
+            self.unmatched_budgets = budgets_mod.nothing_matched(self.completed, budgets)
+        failed = budgets_mod.failures(self.verdicts) or not self.verdicts
+        if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     @pytest.hookimpl(trylast=True)
@@ -249,7 +254,7 @@ class BarkSession:
             return
         terminalreporter.section("barkbench memory budgets")
         if not self.verdicts:
-            terminalreporter.write_line("no measured variant matched a budget; nothing was checked")
+            terminalreporter.write_line(f"FAILED: {self.unmatched_budgets}; the session fails", red=True, bold=True)
             return
         for verdict in self.verdicts:
             terminalreporter.write_line(verdict.message, red=not verdict.ok, green=verdict.ok)

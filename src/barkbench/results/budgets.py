@@ -267,6 +267,18 @@ def check_extra_infos(extra_infos: Iterable[Mapping[str, Any]], budgets: Budgets
     return check([m for m in found if m is not None], budgets)
 
 
+def nothing_matched(extra_infos: Iterable[Mapping[str, Any]], budgets: Budgets) -> str:
+    """The gate's failure when no budget applied to any measured variant (a pattern typo would otherwise pass
+    every run unchecked): the patterns and the measured variants, side by side."""
+    found = [m for m in (Measurement.from_extra_info(extra) for extra in extra_infos) if m is not None]
+    patterns = ", ".join(sorted({limit.table for limit in budgets.limits})) or "none"
+    measured = ", ".join(dict.fromkeys(m.label for m in found)) or "none"
+    return (
+        f"no budget in {budgets.path} matches a measured variant, so nothing was checked: patterns {patterns} "
+        f"(source.device.variant, shell-style wildcards); measured {measured}"
+    )
+
+
 def failures(verdicts: Iterable[Verdict]) -> list[Verdict]:
     """Verdicts that must fail an enforcing run: exceeded, or not checkable for want of the baseline/figure."""
     return [v for v in verdicts if not v.ok]
@@ -294,8 +306,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"barkbench: note: {note}", file=sys.stderr)
     verdicts = check_extra_infos([r.extra_info for r in data.benchmarks], budgets)
     if not verdicts:
-        print("no measured variant matched a budget; nothing was checked")
-        return 0
+        print(f"FAILED: {nothing_matched([r.extra_info for r in data.benchmarks], budgets)}")
+        return 1
     for verdict in verdicts:
         print(verdict.message)
     failed = failures(verdicts)

@@ -39,6 +39,10 @@ class OptionError(ValueError):
     """A bad option value; the message says what is accepted."""
 
 
+class MixedRunsError(ResultsError):
+    """BASE and NEW measured different workloads, models or devices: their figures are not comparable."""
+
+
 class MissingBenchmarkError(ResultsError):
     """A BASE benchmark has no counterpart in NEW (the gate would silently stop covering it)."""
 
@@ -285,8 +289,12 @@ def compare_runs(
     allow_missing: bool = False,
     alpha: float = stats.ALPHA,
     undecided_fails: bool = True,
+    allow_mixed: bool = False,
 ) -> Comparison:
-    """Check every BASE benchmark against NEW on the gated metrics (all metrics, ungated, when none given)."""
+    """Check every BASE benchmark against NEW on the gated metrics (all metrics, ungated, when none given).
+
+    Refuses (``MixedRunsError``) when a matched pair measured a different workload, model source or device,
+    unless ``allow_mixed``."""
     if not base.benchmarks:
         raise ResultsError(
             f"{base.path}: no barkbench benchmarks to compare against; "
@@ -300,6 +308,15 @@ def compare_runs(
             f"{len(missing)} benchmark(s) of {base.path} missing in {new.path}: "
             f"{shown}; pass --allow-missing to skip them"
         )
+    if not allow_mixed:
+        for old in base.benchmarks:
+            current = new_by_name.get(old.fullname)
+            differences = schema.run_differences(old.extra_info, current.extra_info) if current else []
+            if differences:
+                raise MixedRunsError(
+                    f"{base.path} and {new.path} measured different things ({old.name}: {'; '.join(differences)}); "
+                    f"rerun one to match, or pass --allow-mixed to compare anyway"
+                )
     thresholds: dict[str, float | None] = {g.metric.name: g.threshold for g in gates}
     if not thresholds:
         thresholds = dict.fromkeys(METRICS)
@@ -381,6 +398,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "data): fail (default, the threshold alone decides) or pass",
     )
     parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="compare runs whose workload (semantic tokens, fixed length, prompts, voice), model source or device "
+        "differ instead of refusing with exit status 2",
+    )
+    parser.add_argument(
         "--allow-missing",
         action="store_true",
         help="skip BASE benchmarks absent from NEW instead of failing with exit status 2",
@@ -404,7 +427,13 @@ def run(args: argparse.Namespace) -> int:
     undecided_fails = getattr(args, "when_undecided", "fail") == "fail"
     alpha = getattr(args, "alpha", stats.ALPHA)
     comparison = compare_runs(
-        base, new, args.fail_on, allow_missing=args.allow_missing, alpha=alpha, undecided_fails=undecided_fails
+        base,
+        new,
+        args.fail_on,
+        allow_missing=args.allow_missing,
+        alpha=alpha,
+        undecided_fails=undecided_fails,
+        allow_mixed=getattr(args, "allow_mixed", False),
     )
     print(comparison.to_markdown())
     print()

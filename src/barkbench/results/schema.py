@@ -27,6 +27,50 @@ IDENTITY_KEYS = ("variant", "attention", "dtype", "offload", "batch_size")
 StageFigures = Mapping[str, Mapping[str, float | int]]
 
 
+#: What a benchmark measured, besides the variant: results that differ in any of these are not the same
+#: benchmark, and neither ``compare`` nor a relative table puts them side by side. New workload fields recorded
+#: in extra_info join here (and so join every check that uses ``workload_key`` / ``run_differences``).
+WORKLOAD_KEYS = ("semantic_max_new_tokens", "fixed_length", "workload_id")
+#: Where it ran: a model source or device kind apart makes timings incomparable too.
+SETUP_KEYS = ("model_source", "device")
+
+
+def _device_kind(value: Any) -> str:
+    return str(value).partition(":")[0]
+
+
+def workload_key(extra_info: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The recorded workload fields, as comparable pairs (a field the file never recorded is left out)."""
+    return tuple((key, str(extra_info[key])) for key in WORKLOAD_KEYS if key in extra_info)
+
+
+def workload_label(extra_info: Mapping[str, Any]) -> str:
+    """The workload in a few words, for tables and messages."""
+    parts = []
+    if "semantic_max_new_tokens" in extra_info:
+        parts.append(f"{extra_info['semantic_max_new_tokens']} semantic tokens")
+    if extra_info.get("fixed_length"):
+        parts.append("fixed length")
+    if extra_info.get("workload_id"):
+        parts.append(f"workload {extra_info['workload_id']}")
+    return ", ".join(parts) or "workload not recorded"
+
+
+def run_differences(base: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """How two benchmarks' workload, model source or device differ ("semantic_max_new_tokens 8 vs 64"); empty when
+    they measured the same thing. Fields recorded by only one side are not held against it."""
+    out = []
+    for key in (*SETUP_KEYS, *WORKLOAD_KEYS):
+        if key not in base or key not in new:
+            continue
+        a, b = base[key], new[key]
+        if key == "device":
+            a, b = _device_kind(a), _device_kind(b)
+        if str(a) != str(b):
+            out.append(f"{key} {a} vs {b}")
+    return out
+
+
 def baseline_of(variant: Variant) -> Variant:
     """The row a variant is compared with: ``Variant.is_baseline``'s rule (eager, fp32, no offload, no int8, no
     compile) at the variant's batch size."""
