@@ -100,4 +100,34 @@ def test_stage_efficiencies_three_levels_and_shares():
     assert semantic.kernel_floor_s == pytest.approx(3e-4 + (work / 16 - 741_376 * 4) / 1e10)
     assert semantic.time_share == 0.25 and out["codec"].time_share == 0.25
     assert out["codec"].fraction_of_limit is None
-    assert eff.percent(semantic.fraction_of_limit) == f"{100 * work / 0.5 / 1e10:.0f} %"
+    assert eff.percent(0.5) == "50 %" and eff.percent(0.0031) == "0.31 %" and eff.percent(None) == ""
+
+
+def test_limit_table_and_step_levels(tmp_path):
+    from types import SimpleNamespace
+
+    from barkbench.results import plots
+
+    figures = {
+        "semantic": {
+            "fraction_of_limit": 0.25,
+            "bandwidth_floor_s": 0.007,
+            "kernel_floor_s": 0.0185,
+            "measured_step_s": 0.025,
+            "time_share": 0.2,
+        },
+        "fine": {"fraction_of_limit": 0.5, "time_share": 0.4},
+        "codec": {"time_share": 0.05},
+    }
+    rows = [
+        SimpleNamespace(variant="eager-fp32-bs1", extra_info={"efficiency": figures}),
+        SimpleNamespace(variant="old-run-bs1", extra_info={}),
+    ]
+    table = eff.limit_table(rows)
+    assert table is not None and "old-run-bs1" not in table
+    assert "| `eager-fp32-bs1` | 25 % | — | 50 % | 5 % | 7 / 18.5 / 25 | — / — / — |" in table
+    assert eff.limit_table(rows[1:]) is None
+    assert eff.step_levels(figures, "semantic") == (0.007, 0.0185, 0.025)
+    assert eff.step_levels(figures, "coarse") is None
+    png = plots.step_breakdown("eager-fp32-bs1", {"semantic": (0.007, 0.0185, 0.025)}, tmp_path / "steps.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

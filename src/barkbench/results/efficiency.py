@@ -240,7 +240,10 @@ def _float(value: Any) -> float | None:
 def percent(fraction: Any) -> str:
     """A fraction as "% of limit" text ("" when absent)."""
     value = _float(fraction)
-    return "" if value is None else f"{100 * value:.0f} %"
+    if value is None:
+        return ""
+    # Two significant digits below 10 %: a stage at 0.3 % of the limit is not "0 %".
+    return f"{100 * value:.2g} %" if abs(value) < 0.1 else f"{100 * value:.0f} %"
 
 
 def extra_info(
@@ -275,3 +278,85 @@ def extra_info(
             "cached": limits.get("cached"),
         },
     }
+
+
+# -- rendering --------------------------------------------------------------------------------------------------
+
+LIMIT_CAPTION = (
+    "How close to the limit (the machine's limits measured by barkbench's probe, cached per machine and "
+    "libraries): semantic and coarse = bytes a step must read (weights as stored + KV cache) × steps/s, as % "
+    "of the measured bandwidth; fine = FLOPs from the shapes / time, as % of the measured matmul rate in the "
+    "dtype; codec = its share of the call. One decode step in ms: bandwidth floor / kernel floor (the step's "
+    "matmuls alone, in a loop) / measured — measured far above the kernel floor means the time goes to the "
+    "Python and small ops around the matmuls."
+)
+
+
+def _efficiency_of(extra: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]] | None:
+    value = extra.get("efficiency")
+    return value if isinstance(value, Mapping) and value else None
+
+
+def _ms(value: Any) -> str:
+    seconds = _float(value)
+    if seconds is None:
+        return "—"
+    return f"{1000 * seconds:.3g}"
+
+
+def limit_rows(results: Any) -> list[tuple[str, Mapping[str, Mapping[str, Any]]]]:
+    """(variant, efficiency) of the results (``BenchmarkResult``-like: ``variant``, ``extra_info``) that have it."""
+    rows = []
+    for r in results:
+        found = _efficiency_of(getattr(r, "extra_info", {}) or {})
+        if found is not None:
+            rows.append((str(r.variant), found))
+    return rows
+
+
+def limit_table(results: Any) -> str | None:
+    """The "% of limit" table and the three levels of a decode step, or None when no row has efficiency."""
+    from barkbench.results import markdown as md
+
+    rows = limit_rows(results)
+    if not rows:
+        return None
+    headers = (
+        "Variant",
+        "semantic % of bandwidth",
+        "coarse % of bandwidth",
+        "fine % of matmul",
+        "codec % of time",
+        "semantic step ms (floor / kernels / measured)",
+        "coarse step ms (floor / kernels / measured)",
+    )
+    cells = []
+    for variant, figures in rows:
+
+        def get(stage: str, key: str, figures: Mapping[str, Mapping[str, Any]] = figures) -> Any:
+            return (figures.get(stage) or {}).get(key)
+
+        def levels(stage: str) -> str:
+            return " / ".join(_ms(get(stage, k)) for k in ("bandwidth_floor_s", "kernel_floor_s", "measured_step_s"))
+
+        cells.append(
+            [
+                f"`{variant}`",
+                percent(get("semantic", "fraction_of_limit")) or "—",
+                percent(get("coarse", "fraction_of_limit")) or "—",
+                percent(get("fine", "fraction_of_limit")) or "—",
+                percent(get("codec", "time_share")) or "—",
+                levels("semantic"),
+                levels("coarse"),
+            ]
+        )
+    return "\n".join([LIMIT_CAPTION, "", md.table(headers, cells)])
+
+
+def step_levels(figures: Mapping[str, Mapping[str, Any]], stage: str) -> tuple[float, float, float] | None:
+    """(bandwidth floor, kernel floor, measured step) of a decode stage in seconds; None when one is missing."""
+    values = [_float((figures.get(stage) or {}).get(k)) for k in ("bandwidth_floor_s", "kernel_floor_s")]
+    measured = _float((figures.get(stage) or {}).get("measured_step_s"))
+    if values[0] is None or values[1] is None or measured is None:
+        return None
+    return values[0], values[1], measured

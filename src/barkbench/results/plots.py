@@ -6,7 +6,7 @@ pyplot: no GUI backend is touched, no global figure state leaks between plots, a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -102,3 +102,22 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
+
+
+def step_breakdown(variant: str, levels: Mapping[str, tuple[float, float, float]], path: Path) -> Path:
+    """One stacked bar per decode stage: the bandwidth floor, what the step's matmuls add above it (kernel floor),
+    and what the measured step adds above that (everything around the matmuls), in ms."""
+    fig = Figure(figsize=(5.0, 3.4), dpi=_DPI)
+    ax = fig.add_subplot()
+    names = list(levels)
+    floor = [1000 * levels[n][0] for n in names]
+    kernels = [1000 * max(0.0, levels[n][1] - levels[n][0]) for n in names]
+    rest = [1000 * max(0.0, levels[n][2] - max(levels[n][1], levels[n][0])) for n in names]
+    ax.bar(names, floor, color="tab:green", label="bandwidth floor")
+    ax.bar(names, kernels, bottom=floor, color="tab:orange", label="matmul kernels above it")
+    ax.bar(names, rest, bottom=[a + b for a, b in zip(floor, kernels, strict=True)], color="tab:red", label="rest")
+    ax.set_ylabel("ms per decode step")
+    ax.set_title(f"Where a decode step goes: {variant}", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
