@@ -15,9 +15,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from barkbench.results import plots, schema
+from barkbench.results import efficiency, plots
 from barkbench.results import markdown as md
 from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_runs
 from barkbench.results.schema import BYTES_PER_MB
@@ -45,8 +44,6 @@ class Group:
     device: str
     batch_size: int
     results: tuple[BenchmarkResult, ...]
-    #: ``schema.workload_label`` of every row: rows of different workloads are never in one group.
-    workload: str = ""
 
     @property
     def succeeded(self) -> list[BenchmarkResult]:
@@ -66,8 +63,7 @@ class Group:
     def title(self) -> str:
         names = sorted({r.device_name for r in self.results if r.device_name})
         device = f"{self.device} ({', '.join(names)})" if names else self.device
-        workload = f" ({self.workload})" if self.workload else ""
-        return f"`{self.model_source}` on {device}, batch size {self.batch_size}{workload}"
+        return f"`{self.model_source}` on {device}, batch size {self.batch_size}"
 
     def to_markdown(self, plot_file: str | None = None) -> str:
         parts = [
@@ -93,6 +89,9 @@ class Group:
         stage_part = stage_table(self.succeeded)
         if stage_part:
             parts += ["", stage_part]
+        limit_part = efficiency.limit_table(self.succeeded)
+        if limit_part:
+            parts += ["", limit_part]
         if any(r.offload != "none" for r in self.succeeded):
             parts += [
                 "",
@@ -215,16 +214,14 @@ def relabel_machines(runs: Sequence[Run]) -> tuple[list[BenchmarkResult], dict[s
 
 
 def group_results(results: Sequence[BenchmarkResult]) -> list[Group]:
-    """Groups in first-seen machine/model/device order, batch sizes ascending within each, one group per workload
-    (``schema.workload_key``): a relative table never compares rows that measured different things."""
-    keys: dict[tuple[str, str, str], dict[tuple[int, Any], list[BenchmarkResult]]] = {}
+    """Groups in first-seen machine/model/device order, batch sizes ascending within each."""
+    keys: dict[tuple[str, str, str], dict[int, list[BenchmarkResult]]] = {}
     for r in results:
-        by_batch = keys.setdefault((r.machine, r.model_source, r.device), {})
-        by_batch.setdefault((r.batch_size, schema.workload_key(r.extra_info)), []).append(r)
+        keys.setdefault((r.machine, r.model_source, r.device), {}).setdefault(r.batch_size, []).append(r)
     return [
-        Group(machine, model, device, batch, tuple(rows), schema.workload_label(rows[0].extra_info))
+        Group(machine, model, device, batch, tuple(rows))
         for (machine, model, device), by_batch in keys.items()
-        for (batch, _), rows in sorted(by_batch.items(), key=lambda item: item[0][0])
+        for batch, rows in sorted(by_batch.items())
     ]
 
 
@@ -237,16 +234,13 @@ def runs_table(runs: Sequence[Run]) -> str:
                 f"`{run.path.name}`",
                 run.machine,
                 str(sw.get("device") or md.MISSING),
-                "; ".join(dict.fromkeys(schema.workload_label(r.extra_info) for r in run.benchmarks)) or md.MISSING,
                 str(sw.get("torch") or md.MISSING),
                 str(sw.get("transformers") or md.MISSING),
                 f"`{run.commit}`",
                 run.datetime or md.MISSING,
             ]
         )
-    return md.table(
-        ("Run", "Machine", "Device", "Workload", "torch", "transformers", "Commit", "Date"), rows, numeric=()
-    )
+    return md.table(("Run", "Machine", "Device", "torch", "transformers", "Commit", "Date"), rows, numeric=())
 
 
 def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
@@ -294,6 +288,14 @@ def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
             files.append(path)
             plot_file = path.name
         lines += ["", group.to_markdown(plot_file)]
+        if output_dir is not None:
+            # Where each variant's decode step goes: bandwidth floor, kernel floor, measured (efficiency.py).
+            for variant, figures in efficiency.limit_rows(group.succeeded):
+                levels = {s: v for s in efficiency.DECODE_STAGES if (v := efficiency.step_levels(figures, s))}
+                if levels:
+                    path = output_dir / namer(f"steps-{short[machine]}-{group.model_source}-{group.device}-{variant}")
+                    files.append(plots.step_breakdown(variant, levels, path))
+                    lines += ["", f"![Decode step breakdown, {variant}]({path.name})"]
     notes = [note for run in runs for note in run.notes()]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
