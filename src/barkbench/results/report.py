@@ -15,8 +15,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from barkbench.results import efficiency, plots
+from barkbench.results import efficiency, plots, schema
 from barkbench.results import markdown as md
 from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_runs
 from barkbench.results.schema import BYTES_PER_MB
@@ -44,6 +45,8 @@ class Group:
     device: str
     batch_size: int
     results: tuple[BenchmarkResult, ...]
+    #: ``schema.workload_label`` of every row: rows of different workloads are never in one group.
+    workload: str = ""
 
     @property
     def succeeded(self) -> list[BenchmarkResult]:
@@ -63,7 +66,8 @@ class Group:
     def title(self) -> str:
         names = sorted({r.device_name for r in self.results if r.device_name})
         device = f"{self.device} ({', '.join(names)})" if names else self.device
-        return f"`{self.model_source}` on {device}, batch size {self.batch_size}"
+        workload = f" ({self.workload})" if self.workload else ""
+        return f"`{self.model_source}` on {device}, batch size {self.batch_size}{workload}"
 
     def to_markdown(self, plot_file: str | None = None) -> str:
         parts = [
@@ -214,14 +218,16 @@ def relabel_machines(runs: Sequence[Run]) -> tuple[list[BenchmarkResult], dict[s
 
 
 def group_results(results: Sequence[BenchmarkResult]) -> list[Group]:
-    """Groups in first-seen machine/model/device order, batch sizes ascending within each."""
-    keys: dict[tuple[str, str, str], dict[int, list[BenchmarkResult]]] = {}
+    """Groups in first-seen machine/model/device order, batch sizes ascending within each, one group per workload
+    (``schema.workload_key``): a relative table never compares rows that measured different things."""
+    keys: dict[tuple[str, str, str], dict[tuple[int, Any], list[BenchmarkResult]]] = {}
     for r in results:
-        keys.setdefault((r.machine, r.model_source, r.device), {}).setdefault(r.batch_size, []).append(r)
+        by_batch = keys.setdefault((r.machine, r.model_source, r.device), {})
+        by_batch.setdefault((r.batch_size, schema.workload_key(r.extra_info)), []).append(r)
     return [
-        Group(machine, model, device, batch, tuple(rows))
+        Group(machine, model, device, batch, tuple(rows), schema.workload_label(rows[0].extra_info))
         for (machine, model, device), by_batch in keys.items()
-        for batch, rows in sorted(by_batch.items())
+        for (batch, _), rows in sorted(by_batch.items(), key=lambda item: item[0][0])
     ]
 
 
@@ -234,13 +240,16 @@ def runs_table(runs: Sequence[Run]) -> str:
                 f"`{run.path.name}`",
                 run.machine,
                 str(sw.get("device") or md.MISSING),
+                "; ".join(dict.fromkeys(schema.workload_label(r.extra_info) for r in run.benchmarks)) or md.MISSING,
                 str(sw.get("torch") or md.MISSING),
                 str(sw.get("transformers") or md.MISSING),
                 f"`{run.commit}`",
                 run.datetime or md.MISSING,
             ]
         )
-    return md.table(("Run", "Machine", "Device", "torch", "transformers", "Commit", "Date"), rows, numeric=())
+    return md.table(
+        ("Run", "Machine", "Device", "Workload", "torch", "transformers", "Commit", "Date"), rows, numeric=()
+    )
 
 
 def build_report(runs: Sequence[Run], output_dir: Path | None) -> Report:
