@@ -90,3 +90,18 @@ def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch, measured):
     assert not limits.probe("cpu", "bf16", SHAPES, path=path)["cached"]  # another dtype: another entry
     assert len(calls) == 5
     assert len(limits.cached_entries(path)) == 4
+
+
+def test_remeasure_flag_reaches_the_workers_through_the_environment(monkeypatch, tmp_path):
+    import argparse
+
+    from barkbench.pytest_plugin import options
+
+    monkeypatch.delenv(limits.REMEASURE_ENV, raising=False)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bark-remeasure-limits", action=options._RemeasureLimits, nargs=0, default=False)
+    assert parser.parse_args([]).bark_remeasure_limits is False
+    assert parser.parse_args(["--bark-remeasure-limits"]).bark_remeasure_limits is True
+    import os
+
+    assert os.environ[limits.REMEASURE_ENV] == "1"

@@ -8,12 +8,14 @@ second time. Importing this module imports neither torch nor transformers.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 import pytest
 
 from barkbench.measure import sources
 from barkbench.measure import workload as workload_mod
+from barkbench.measure.limits import REMEASURE_ENV
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
 from barkbench.results import budgets as budgets_mod
 from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_variants
@@ -21,6 +23,15 @@ from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_va
 ISOLATION_MODES = ("process", "off")
 DEVICES = ("auto", "cpu", "cuda", "xpu", "mps")
 BT_VIA = ("transform", "to_bettertransformer")
+
+
+class _RemeasureLimits(argparse.Action):
+    """``--bark-remeasure-limits``: set in the environment, so the variant workers this session starts (which
+    run the probe) inherit it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: object) -> None:
+        os.environ[REMEASURE_ENV] = "1"
+        setattr(namespace, self.dest, True)
 
 
 def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
@@ -219,6 +230,14 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         help="torch intra-op threads in each variant's worker (default: torch's, one per usable core); recorded "
         "as torch_threads",
+    )
+    group.addoption(
+        "--bark-remeasure-limits",
+        action=_RemeasureLimits,
+        nargs=0,
+        default=False,
+        help="measure the machine's limits again (copy bandwidth, decode GEMV, fine GEMM) instead of using the "
+        "cached figures in the cache folder's machine-limits.json",
     )
     group.addoption(
         "--bark-budgets",
