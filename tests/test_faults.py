@@ -279,6 +279,19 @@ def test_bad_paths_and_limits_fail_at_start_in_one_line(
     assert "Traceback" not in text and "[barkbench]" not in text, "nothing may run before the check"
 
 
+def test_a_batch_beyond_the_machines_memory_is_refused_at_start(bench_pytester: pytest.Pytester):
+    from barkbench.measure import estimate
+
+    per_sample = estimate.estimate("tiny", 8).per_sample_bytes
+    batch = psutil.virtual_memory().total // per_sample + 1  # the lower bound alone exceeds the machine
+    result = bench_pytester.runpytest_subprocess(
+        "bench", *FAST, "--bark-device", "cpu", "--bark-variants", f"baseline;batch={batch}", timeout=120
+    )
+    text = result.stdout.str() + result.stderr.str()
+    assert f"eager-fp32-bs{batch}: batch {batch} needs at least" in text and "use a smaller batch" in text
+    assert "Traceback" not in text and "[barkbench]" not in text, "nothing may run before the check"
+
+
 def test_an_unwritable_cache_names_the_setting(bench_pytester: pytest.Pytester, tmp_path: Path, monkeypatch):
     bad = _not_a_folder(tmp_path)
     monkeypatch.setenv("BARKBENCH_CACHE", str(bad))

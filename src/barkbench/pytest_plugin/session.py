@@ -231,6 +231,37 @@ class BarkSession:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         if any("bark_variant" in getattr(item, "fixturenames", ()) for item in session.items):
             startup_checks(session.config)
+            self._check_batch_memory()
+
+    def _check_batch_memory(self) -> None:
+        """Refuse a batch whose lower-bound memory estimate exceeds the machine's memory; warn above what is free.
+        CPU only: the worker's memory is the machine's."""
+        import psutil
+
+        from barkbench.measure import estimate
+
+        cfg = self.config
+        arch = estimate.architecture(self.pytest_config.getoption("bark_model", None))
+        if cfg.device_type != "cpu" or arch is None:
+            return
+        memory = psutil.virtual_memory()
+        for variant in cfg.variants:
+            element = 2 if variant.dtype in ("fp16", "bf16") else 4
+            need = estimate.estimate(arch, cfg.semantic_max_new_tokens, element).total(variant.batch_size)
+            gb = f"at least {need / 1e9:.1f} GB (weights + key/value caches, a lower bound)"
+            if need > memory.total:
+                raise pytest.UsageError(
+                    f"{variant.id}: batch {variant.batch_size} needs {gb}; this machine has "
+                    f"{memory.total / 1e9:.1f} GB; use a smaller batch"
+                )
+            if need > memory.available:
+                reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+                if reporter is not None:
+                    reporter.write_line(
+                        f"barkbench: WARNING: {variant.id}: batch {variant.batch_size} needs {gb}; "
+                        f"{memory.available / 1e9:.1f} GB is free now: the worker may be killed",
+                        yellow=True,
+                    )
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # pytest-benchmark's own sessionfinish is a hook wrapper that has already saved the results here.
