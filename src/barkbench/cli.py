@@ -15,9 +15,10 @@ from types import ModuleType
 from typing import NoReturn
 
 from barkbench import __version__, doctor
-from barkbench.results import acceptance, budgets, compare, export, report
+from barkbench.results import acceptance, budgets, compare, export, merge, report
 from barkbench.results.budgets import BudgetError
 from barkbench.results.load import ResultsError
+from barkbench.sweep import launch
 
 #: name -> module implementing the subcommand protocol.
 SUBCOMMANDS: dict[str, ModuleType] = {
@@ -27,7 +28,12 @@ SUBCOMMANDS: dict[str, ModuleType] = {
     "budgets": budgets,
     "doctor": doctor,
     "acceptance": acceptance,
+    "merge": merge,
+    "sweep": launch,
 }
+
+#: Subcommands whose unknown arguments are passed on (``sweep``: the pytest arguments, in their order).
+PASS_THROUGH = ("sweep",)
 
 EXIT_USAGE = 2
 
@@ -50,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module in SUBCOMMANDS.items():
-        sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        # No abbreviations: a pass-through pytest option must never be read as a prefix of one of ours.
+        sub = subparsers.add_parser(
+            name, help=module.HELP, description=module.HELP, allow_abbrev=name not in PASS_THROUGH
+        )
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)
     return parser
@@ -59,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "command", None) not in PASS_THROUGH:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `barkbench --help`)")
+        if extra:
+            args.pytest_args = extra
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
         if handler is None:
             raise UsageError(f"choose a command: {', '.join(SUBCOMMANDS)} (see `barkbench --help`)")

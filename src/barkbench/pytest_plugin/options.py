@@ -18,6 +18,7 @@ from barkbench.measure import workload as workload_mod
 from barkbench.measure.limits import REMEASURE_ENV
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
 from barkbench.results import budgets as budgets_mod
+from barkbench.sweep import shards as shards_mod
 from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_variants
 
 ISOLATION_MODES = ("process", "off")
@@ -79,6 +80,13 @@ def parse_variants_option(value: str) -> list[Variant]:
     try:
         return parse_variants(value)
     except VariantError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_shard_option(value: str) -> shards_mod.Shard:
+    try:
+        return shards_mod.parse_shard(value)
+    except shards_mod.ShardError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -145,6 +153,14 @@ def add_options(parser: pytest.Parser) -> None:
         type=parse_variants_option,
         help=f"variants to run (repeatable; ';' separates items): presets/groups such as baseline, sdpa, "
         f"blog, blog-sdpa, or ad hoc attention=sdpa,dtype=bf16,offload=cpu,batch=8. Default: {DEFAULT_VARIANTS}",
+    )
+    group.addoption(
+        "--bark-shard",
+        type=parse_shard_option,
+        default=None,
+        metavar="K/N",
+        help="run only the K-th of N deterministic parts of the selected variants, balanced by estimated cost "
+        "(batch x dtype x offload/compile); the shard and the whole matrix are recorded for `barkbench merge`",
     )
     group.addoption("--bark-rounds", type=parse_rounds, default=None, help="measured rounds per variant (default: 3)")
     group.addoption(

@@ -13,6 +13,7 @@ import pytest
 
 from barkbench.pytest_plugin import options
 from barkbench.pytest_plugin.session import BarkBench, BarkSession
+from barkbench.sweep import shards as shards_mod
 from barkbench.variants import Variant
 
 #: The name the session object is registered under (``config.pluginmanager.get_plugin(SESSION_PLUGIN)``).
@@ -62,3 +63,8 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     machine_info["barkbench"] = device.machine_info(bark_session(config).config.device_type)
     # CPU model, frequency policy and the load at the session's start: what makes two runs' timings differ.
     machine_info["barkbench"]["cpu"] = bark_session(config).machine_facts.as_dict()
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    # The shard, the whole matrix's fingerprint and the workload: what `barkbench merge` checks and completes.
+    output_json[shards_mod.JSON_KEY] = bark_session(config).config.sweep_record()

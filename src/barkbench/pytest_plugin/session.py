@@ -37,6 +37,8 @@ from barkbench.results import budgets as budgets_mod
 from barkbench.results import efficiency
 from barkbench.results.load import parse_run
 from barkbench.results.report import terminal_tables
+from barkbench.sweep import shards as shards_mod
+from barkbench.sweep.shards import Shard
 from barkbench.variants import CPU_DEFAULT_NOTE, CPU_EMULATED_HALF_NOTE, Variant, dedupe, default_variants
 
 #: Rounds when --bark-rounds is not given: enough to see the spread on the tiny model inside the 10-minute
@@ -66,6 +68,11 @@ class BenchConfig:
     round_timeout_s: float | None = None
     #: --bark-prompts / --bark-voice / --bark-long-form, checked: ``workload.workload_from_files``'s fields.
     workload_fields: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: --bark-quality (or --bark-quality-gates): measure each variant's drift from the fp32 eager reference.
+    quality: bool = False
+    #: --bark-shard: this process runs ``shard.select(matrix)``; ``matrix`` is the whole selection.
+    shard: Shard | None = None
+    matrix: tuple[Variant, ...] = ()
 
     @classmethod
     def from_pytest_config(cls, config: pytest.Config) -> BenchConfig:
@@ -79,9 +86,12 @@ class BenchConfig:
             dedupe([v for values in chosen for v in values]) if chosen else default_variants(device_type, half_native)
         )
         rounds = config.getoption("bark_rounds") or DEFAULT_ROUNDS.get(model, DEFAULT_ROUNDS_OTHER)
+        shard: Shard | None = config.getoption("bark_shard", None)
         return cls(
             model=model,
-            variants=tuple(variants),
+            variants=tuple(shard.select(variants) if shard else variants),
+            shard=shard,
+            matrix=tuple(variants),
             rounds=rounds,
             warmup_rounds=config.getoption("bark_warmup_rounds"),
             semantic_max_new_tokens=config.getoption("bark_semantic_tokens"),
@@ -93,7 +103,21 @@ class BenchConfig:
             threads=config.getoption("bark_threads", None),
             round_timeout_s=config.getoption("bark_round_timeout", None),
             workload_fields=_workload_fields(config, source),
+            quality=bool(config.getoption("bark_quality", False) or config.getoption("bark_quality_gates", None)),
         )
+
+    def sweep_record(self) -> dict[str, Any]:
+        """The shard, the whole matrix and the workload, for the result file (``barkbench merge`` reads it)."""
+        workload = {
+            "model_source": self.model,
+            "device": self.device_type,
+            "semantic_max_new_tokens": self.semantic_max_new_tokens,
+            "fixed_length": self.fixed_length,
+            "rounds": self.rounds,
+            "warmup_rounds": self.warmup_rounds,
+            "workload_id": self.workload(Variant()).workload_id,
+        }
+        return shards_mod.sweep_record(self.matrix or self.variants, self.shard, workload)
 
     def workload(self, variant: Variant, prompts: tuple[str, ...] | None = None) -> Workload:
         """The measured call: the blog's prompts unless a test gives its own."""

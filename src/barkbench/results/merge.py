@@ -1,0 +1,190 @@
+"""``barkbench merge``: combine the result files of a sharded sweep (and runs from several nodes) into one
+pytest-benchmark JSON file that pytest-benchmark's own ``compare`` and barkbench's ``report``/``compare`` read.
+
+Every file must share the workload (model, device type, semantic tokens, fixed length, rounds, prompts) and the
+library versions — a merge of two different experiments would read as one — unless ``--allow-mixed`` is given.
+The shards' records of the whole matrix say which shards and variants are missing; they are listed, not guessed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from barkbench.results.load import ResultsError, parse_run
+from barkbench.sweep.shards import JSON_KEY
+
+HELP = "merge the JSON files of a sharded sweep into one pytest-benchmark JSON file; lists what is missing"
+
+#: machine_info["barkbench"] keys that must agree: results of two library stacks are two experiments.
+VERSION_KEYS = ("torch", "transformers", "optimum", "accelerate", "barkbench")
+
+
+@dataclass(frozen=True)
+class Merged:
+    """The merged file's content and what the shards' records say is missing from it."""
+
+    data: dict[str, Any]
+    #: Shard labels ("2/4") recorded by no input, per matrix fingerprint.
+    missing_shards: tuple[str, ...]
+    #: Variant ids of the recorded matrix with no successful result (never run, failed or interrupted).
+    missing_variants: tuple[str, ...]
+    #: Variant ids that ran but failed (a subset of ``missing_variants``).
+    failed_variants: tuple[str, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing_shards or self.missing_variants)
+
+    def summary(self) -> list[str]:
+        lines = []
+        if self.missing_shards:
+            lines.append(f"missing shard(s): {', '.join(self.missing_shards)}")
+        if self.missing_variants:
+            failed = set(self.failed_variants)
+            named = [f"{v} (failed)" if v in failed else v for v in self.missing_variants]
+            lines.append(f"missing variant(s): {', '.join(named)}")
+        return lines
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such file; pass the --benchmark-json files of the shards") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: not a readable JSON file ({' '.join(str(exc).split())})") from None
+    parse_run(data, path)  # the pytest-benchmark shape, with its one-line errors
+    assert isinstance(data, dict)
+    return data
+
+
+def _versions(data: Mapping[str, Any]) -> dict[str, Any]:
+    ours = data.get("machine_info", {}).get("barkbench")
+    ours = ours if isinstance(ours, Mapping) else {}
+    return {key: ours.get(key) for key in VERSION_KEYS}
+
+
+def _workload(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    record = data.get(JSON_KEY)
+    return dict(record["workload"]) if isinstance(record, Mapping) and "workload" in record else None
+
+
+def _differ(name: str, values: Mapping[Path, Any]) -> str | None:
+    distinct = {json.dumps(v, sort_keys=True) for v in values.values()}
+    if len(distinct) <= 1:
+        return None
+    first, *_ = values
+    other = next(
+        p for p, v in values.items() if json.dumps(v, sort_keys=True) != json.dumps(values[first], sort_keys=True)
+    )
+    a, b = values[first], values[other]
+    keys = sorted(k for k in {*a, *b} if a.get(k) != b.get(k)) if isinstance(a, dict) and isinstance(b, dict) else []
+    detail = "; ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys) or f"{a!r} vs {b!r}"
+    return f"{first} and {other} have different {name} ({detail})"
+
+
+def merge(paths: Sequence[Path], allow_mixed: bool = False) -> Merged:
+    """Merge the files; raise ``ResultsError`` (one line) on mixed workloads or versions unless ``allow_mixed``."""
+    if not paths:
+        raise ResultsError("no input files; pass the shards' --benchmark-json files")
+    files = {Path(p): _read(Path(p)) for p in paths}
+    if not allow_mixed:
+        for name, values in (
+            ("workloads", {p: _workload(d) for p, d in files.items()}),
+            ("library versions", {p: _versions(d) for p, d in files.items()}),
+        ):
+            problem = _differ(name, values)
+            if problem:
+                raise ResultsError(f"{problem}; merge runs of one experiment, or pass --allow-mixed to merge anyway")
+    first = next(iter(files.values()))
+    machine_info = json.loads(json.dumps(first.get("machine_info", {})))
+    nodes = list(dict.fromkeys(str(d.get("machine_info", {}).get("node")) for d in files.values()))
+    if len(nodes) > 1:
+        # One file describes one machine kind; the nodes that ran its shards are kept in the name.
+        machine_info["node"] = "+".join(nodes)
+    benchmarks: dict[str, dict[str, Any]] = {}
+    for data in files.values():
+        for bench in data["benchmarks"]:
+            key = bench["fullname"]
+            previous = benchmarks.get(key)
+            # A variant measured twice (a retried shard): the successful result wins, else the later file.
+            if previous is None or _failed(previous) or not _failed(bench):
+                benchmarks[key] = bench
+    records = [d[JSON_KEY] for d in files.values() if isinstance(d.get(JSON_KEY), Mapping)]
+    missing_shards: list[str] = []
+    matrix: list[str] = []
+    for fp in dict.fromkeys(r["matrix_fingerprint"] for r in records):
+        of_fp = [r for r in records if r["matrix_fingerprint"] == fp]
+        count = int(str(of_fp[0]["shard"]).split("/")[1])
+        have = {str(r["shard"]) for r in of_fp}
+        missing_shards += [f"{k}/{count}" for k in range(1, count + 1) if f"{k}/{count}" not in have]
+        matrix += [v for v in of_fp[0]["matrix"] if v not in matrix]
+    ok = {_variant(b) for b in benchmarks.values() if not _failed(b)}
+    failed = {_variant(b) for b in benchmarks.values() if _failed(b)}
+    missing = [v for v in matrix if v not in ok]
+    out = {key: value for key, value in first.items() if key not in ("benchmarks", "machine_info", JSON_KEY)}
+    out["machine_info"] = machine_info
+    out["benchmarks"] = list(benchmarks.values())
+    out[JSON_KEY] = {
+        "shard": "merged",
+        "merged_from": [str(p) for p in files],
+        "matrix_fingerprint": records[0]["matrix_fingerprint"] if records else None,
+        "matrix": matrix,
+        "variants": [v for v in matrix if v in ok],
+        "workload": records[0]["workload"] if records else None,
+        "missing_shards": missing_shards,
+        "missing_variants": missing,
+    }
+    return Merged(out, tuple(missing_shards), tuple(missing), tuple(v for v in missing if v in failed))
+
+
+def _failed(bench: Mapping[str, Any]) -> bool:
+    extra = bench.get("extra_info") or {}
+    return bool(extra.get("status") not in (None, "ok") or not bench.get("stats"))
+
+
+def _variant(bench: Mapping[str, Any]) -> str:
+    extra = bench.get("extra_info") or {}
+    return str(extra.get("variant") or bench.get("param") or bench["fullname"])
+
+
+def write(merged: Merged, output: Path) -> None:
+    """Written atomically: a reader never sees half a file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(merged.data, handle, indent=4)
+    os.replace(tmp, output)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.json", help="the shards' --benchmark-json files")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.json", help="the merged file")
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="merge files with different workloads or library versions anyway",
+    )
+    parser.add_argument(
+        "--require-complete",
+        action="store_true",
+        help="exit with status 1 when shards or variants are missing (the file is written anyway)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    merged = merge(args.runs, allow_mixed=args.allow_mixed)
+    write(merged, args.output)
+    count = len(merged.data["benchmarks"])
+    print(f"barkbench: merged {len(args.runs)} file(s), {count} benchmark(s) into {args.output}", file=sys.stderr)
+    for line in merged.summary():
+        print(f"barkbench: {line}", file=sys.stderr)
+    return 1 if args.require_complete and not merged.complete else 0

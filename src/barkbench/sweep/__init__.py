@@ -1,0 +1,2 @@
+"""Running one variant matrix as several pytest processes: shards (``shards``), and a launcher that fans them out
+through submitit (``launch``, optional extra ``[sweep]``)."""
