@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -111,3 +113,18 @@ def test_a_capture_round_trips_through_a_file(tiny, tmp_path):
     loaded = q.load_capture(str(tmp_path / "ref.pt"))
     assert loaded.tokens("coarse") == reference.tokens("coarse")
     assert np.array_equal(loaded.audio, reference.audio)
+
+
+def test_the_session_records_quality_beside_the_floor(bench_pytester, tmp_path):
+    out = tmp_path / "out.json"
+    result = bench_pytester.runpytest_subprocess(
+        "bench", "--bark-semantic-tokens", "8", "-p", "no:cacheprovider", "--bark-device", "cpu",
+        "--bark-variants", "dtype=bf16", "--bark-rounds", "1", "--bark-warmup-rounds", "0",
+        "--bark-isolation", "off", "--bark-quality", f"--benchmark-json={out}", timeout=600,
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    result.stdout.fnmatch_lines(["*eager-bf16-bs1: quality: semantic KL * top1 *re-sampling floor * dB)*"])
+    (bench,) = json.loads(out.read_text())["benchmarks"]
+    bf16 = bench["extra_info"]["quality"]
+    assert bf16["stages"]["semantic"]["kl_mean"] > 0 and set(bf16["stages"]) == {"semantic", "coarse", "fine"}
+    assert bf16["floor"]["audio_log_mel_db"] > 0 and bf16["floor"]["kl_mean"] == 0.0

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from barkbench.measure.optimize import cache as cache_axis
 from barkbench.measure.stages import StageTracker, fixed_length_kwargs
 from barkbench.measure.workload import Workload
 from barkbench.variants import Variant
@@ -98,6 +99,10 @@ class Runner(Protocol):
     def generate(self) -> RoundResult: ...
 
     def save_wav(self, path: str) -> str: ...
+
+    def capture_reference(self, path: str) -> dict[str, Any]: ...
+
+    def drift(self, path: str) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -225,6 +230,7 @@ class VariantRunner:
         self._audio = None
         if self.spec.fixed_length:
             kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
+        kwargs.update(cache_axis.generate_kwargs(self.spec.variant))
         segments: list[float] = []
         pieces: list[tuple[Any, Any]] = []
         memory = self._trackers.MemoryTracker(self.spec.device_type, baseline_bytes=self._baseline)
@@ -266,6 +272,36 @@ class VariantRunner:
         first = audio[0, : int(lengths[0])].float().cpu().numpy()
         soundfile.write(path, first, self.info.sample_rate)
         return path
+
+    def _quality_kwargs(self) -> dict[str, Any]:
+        """The workload's first call (long-form: its first piece), as the rounds make it."""
+        kwargs = {**self.calls[0], **self.spec.workload.call_kwargs()}
+        if self.spec.fixed_length:
+            kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
+        return kwargs
+
+    def capture_reference(self, path: str) -> dict[str, Any]:
+        """As the reference (fp32 eager): record the seeded call's sampling to ``path``; return the noise floor
+        (the same call with the next seed, against it). Untimed, after the rounds."""
+        from barkbench.measure import quality
+
+        kwargs = self._quality_kwargs()
+        seed = self.spec.workload.seed
+        reference = quality.capture_call(self.model, kwargs, seed)
+        resampled = quality.capture_call(self.model, kwargs, seed + 1)
+        quality.save_capture(reference, path)
+        return quality.noise_floor(reference, resampled, self.info.sample_rate)
+
+    def drift(self, path: str) -> dict[str, Any]:
+        """This variant against the reference recorded at ``path``: teacher-forced and free-running calls."""
+        from barkbench.measure import quality
+
+        kwargs = self._quality_kwargs()
+        reference = quality.load_capture(path)
+        seed = self.spec.workload.seed
+        forced = quality.capture_call(self.model, kwargs, seed, reference=reference)
+        free = quality.capture_call(self.model, kwargs, seed)
+        return quality.drift(reference, forced, free, self.info.sample_rate).as_dict()
 
     def close(self) -> None:
         import gc

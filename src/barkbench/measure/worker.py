@@ -89,12 +89,26 @@ class Stop:
     """End the worker."""
 
 
-Request = Prepare | Generate | SaveWav | Stop
+@dataclass(frozen=True)
+class CaptureReference:
+    """As the reference: record the sampling to ``path``; the reply holds the noise floor."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Measure the drift from the reference recorded at ``path``; the reply holds it."""
+
+    path: str
+
+
+Request = Prepare | Generate | SaveWav | CaptureReference | Drift | Stop
 
 
 @dataclass(frozen=True)
 class Done:
-    value: RunnerInfo | RoundResult | str | None
+    value: RunnerInfo | RoundResult | str | dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -123,10 +137,14 @@ def classify(exc: BaseException) -> Failed:
     return Failed("error", _one_line(exc))
 
 
-def _handle(runner: VariantRunner, request: Prepare | Generate | SaveWav) -> Done:
+def _handle(runner: VariantRunner, request: Prepare | Generate | SaveWav | CaptureReference | Drift) -> Done:
     if isinstance(request, Prepare):
         runner.prepare()
         return Done(None)
+    if isinstance(request, CaptureReference):
+        return Done(runner.capture_reference(request.path))
+    if isinstance(request, Drift):
+        return Done(runner.drift(request.path))
     if isinstance(request, Generate):
         return Done(runner.generate())
     return Done(runner.save_wav(request.path))
@@ -235,7 +253,7 @@ class WorkerProcess:
             return LOAD_TIMEOUT_S
         return max(ROUND_TIMEOUT_FLOOR_S, ROUND_TIMEOUT_FACTOR * self._slowest_s)
 
-    def _reply(self, timeout: float, what: str) -> RunnerInfo | RoundResult | str | None:
+    def _reply(self, timeout: float, what: str) -> RunnerInfo | RoundResult | str | dict[str, Any] | None:
         try:
             answered = self._conn.poll(timeout)
         except BaseException:
@@ -263,7 +281,9 @@ class WorkerProcess:
             raise VariantUnsupported(reply.message)
         raise VariantFailed(f"{reply.message} (traceback in {self.log_path})", reply.kind)
 
-    def _call(self, request: Prepare | Generate | SaveWav) -> RunnerInfo | RoundResult | str | None:
+    def _call(
+        self, request: Prepare | Generate | SaveWav | CaptureReference | Drift
+    ) -> RunnerInfo | RoundResult | str | dict[str, Any] | None:
         timeout = self.round_timeout()
         start = time.monotonic()
         try:
@@ -289,6 +309,16 @@ class WorkerProcess:
         saved = self._call(SaveWav(path))
         assert isinstance(saved, str)
         return saved
+
+    def capture_reference(self, path: str) -> dict[str, Any]:
+        floor = self._call(CaptureReference(path))
+        assert isinstance(floor, dict)
+        return floor
+
+    def drift(self, path: str) -> dict[str, Any]:
+        result = self._call(Drift(path))
+        assert isinstance(result, dict)
+        return result
 
     @property
     def pid(self) -> int | None:

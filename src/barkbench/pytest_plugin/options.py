@@ -184,12 +184,27 @@ def add_options(parser: pytest.Parser) -> None:
         "go on (default: 10 x the slowest call so far, at least 300 s)",
     )
     group.addoption(
+        "--bark-quality",
+        action="store_true",
+        default=False,
+        help="after each variant's rounds, measure its drift from the fp32 eager reference (teacher-forced KL and "
+        "top-1 agreement per stage, first differing token, log-mel audio distance) and the re-sampling noise "
+        "floor; recorded as extra_info quality",
+    )
+    group.addoption(
+        "--bark-quality-gates",
+        default=None,
+        metavar="FILE",
+        help="at the end of the run, hold every variant's drift to FILE's limits (TOML, see README) and fail the "
+        "session if one is exceeded; implies --bark-quality",
+    )
+    group.addoption(
         "--bark-prompts",
         type=parse_prompts_option,
         default=None,
         metavar="FILE",
-        help="prompts to speak instead of the blog's: one per line, or JSONL with \"text\" and optional "
-        "\"voice\"; a batch fills from them in order (cycling)",
+        help='prompts to speak instead of the blog\'s: one per line, or JSONL with "text" and optional '
+        '"voice"; a batch fills from them in order (cycling)',
     )
     group.addoption(
         "--bark-voice",

@@ -194,6 +194,8 @@ class BarkSession:
     #: Failed variants in pytest-benchmark's per-benchmark shape: pytest-benchmark drops a benchmark that
     #: raised, so they are added to the --benchmark-json file at save time.
     failed: list[dict[str, Any]] = field(default_factory=list)
+    #: --bark-quality: the reference's recorded call and noise floor per (batch size, workload id).
+    references: dict[tuple[int, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
     #: The budget verdicts, once checked at session end (None: --bark-budgets not given).
     verdicts: list[budgets_mod.Verdict] | None = None
     #: Set when --bark-budgets matched no measured variant: the gate's failure message.
@@ -470,6 +472,7 @@ class BarkBench:
                 **workload.as_extra_info(),
             }
         )
+        reference = self._reference(variant, workload) if cfg.quality else None
         try:
             runner = start_runner(
                 cfg.spec(variant, workload), isolated=cfg.isolated, round_timeout_s=cfg.round_timeout_s
@@ -530,6 +533,8 @@ class BarkBench:
                 wav = Path(cfg.wav_dir).resolve() / f"{variant.id}.wav"
                 wav.parent.mkdir(parents=True, exist_ok=True)
                 benchmark.extra_info["wav_path"] = runner.save_wav(str(wav))
+            if reference is not None:
+                self._record_quality(benchmark, runner, reference, progress)
         except VariantFailed as exc:
             self._record_failure(benchmark, str(exc), exc.kind)
             pytest.fail(f"{variant.id}: {exc}", pytrace=False)
@@ -606,6 +611,50 @@ class BarkBench:
         if self.session is not None:
             self.session.failed.append(benchmark_patches.failed_benchmark_json(benchmark))
             self.session.interrupted = (variant_id, signame)
+
+    def _reference(self, variant: Variant, workload: Workload) -> tuple[str, dict[str, Any]] | None:
+        """The reference (eager fp32 at the variant's batch size, same workload) recorded once per session in
+        its own worker, before the variant loads; None (with the reason in the terminal) if it cannot run."""
+        if self.session is None:
+            return None
+        key = (variant.batch_size, workload.workload_id)
+        if key not in self.session.references:
+            cfg = self.config
+            folder = Path(tempfile.mkdtemp(prefix="barkbench-reference-"))
+            path = str(folder / f"reference-bs{variant.batch_size}.pt")
+            ref_variant = Variant(batch_size=variant.batch_size)
+            try:
+                ref_runner = start_runner(
+                    cfg.spec(ref_variant, workload), isolated=cfg.isolated, round_timeout_s=cfg.round_timeout_s
+                )
+                try:
+                    floor = ref_runner.capture_reference(path)
+                finally:
+                    ref_runner.close()
+            except (VariantFailed, VariantUnsupported, RuntimeError) as exc:
+                floor = {"error": f"the reference ({ref_variant.id}) did not run: {exc}"}
+            self.session.references[key] = (path, floor)
+        return self.session.references[key]
+
+    def _record_quality(
+        self, benchmark: Any, runner: Any, reference: tuple[str, dict[str, Any]], progress: Progress
+    ) -> None:
+        """Untimed, after the rounds: the variant's drift, beside the noise floor, as extra_info ``quality``."""
+        from barkbench.measure import quality as quality_mod
+
+        path, floor = reference
+        if "error" in floor:
+            benchmark.extra_info["quality"] = {"error": floor["error"]}
+            progress.warn(f"quality not measured: {floor['error']}")
+            return
+        try:
+            result = {**runner.drift(path), "floor": floor}
+        except (VariantFailed, RuntimeError) as exc:
+            benchmark.extra_info["quality"] = {"error": str(exc)}
+            progress.warn(f"quality not measured: {exc}")
+            return
+        benchmark.extra_info["quality"] = result
+        progress.warn(f"quality: {quality_mod.summary_line(result)}")
 
     def _record_failure(self, benchmark: Any, error: str, kind: str) -> None:
         benchmark.extra_info.update(status="failed", error=error, failure_kind=kind)
