@@ -132,7 +132,10 @@ def merge(paths: Sequence[Path], allow_mixed: bool = False) -> Merged:
     missing = [v for v in matrix if v not in ok]
     out = {key: value for key, value in first.items() if key not in ("benchmarks", "machine_info", JSON_KEY)}
     out["machine_info"] = machine_info
-    out["benchmarks"] = list(benchmarks.values())
+    # In the matrix's order, as one unsharded run would have written them (reports list rows in file order).
+    position = {variant: i for i, variant in enumerate(matrix)}
+    ordered = sorted(benchmarks.values(), key=lambda b: position.get(_variant(b), len(position)))
+    out["benchmarks"] = ordered
     out[JSON_KEY] = {
         "shard": "merged",
         "merged_from": [str(p) for p in files],
