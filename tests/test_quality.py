@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,11 @@ import torch
 from barkbench.measure import optimize, sources
 from barkbench.measure import quality as q
 from barkbench.measure.workload import Workload, prepare_calls
+from barkbench.results import quality as qg
 from barkbench.variants import Variant
 
 SR = 24_000
+REPO_DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +131,99 @@ def test_the_session_records_quality_beside_the_floor(bench_pytester, tmp_path):
     bf16 = bench["extra_info"]["quality"]
     assert bf16["stages"]["semantic"]["kl_mean"] > 0 and set(bf16["stages"]) == {"semantic", "coarse", "fine"}
     assert bf16["floor"]["audio_log_mel_db"] > 0 and bf16["floor"]["kl_mean"] == 0.0
+
+
+# -- quality gates and the report table (no model) ---------------------------------------------------------------
+
+GATES = """
+[[gate]]
+variants = "*-bf16-*"
+stage = "semantic"
+top1_agreement_min = 0.95
+kl_mean_max = 0.1
+
+[[gate]]
+variants = "*int8*"
+audio_over_floor_max = 1.5
+"""
+
+
+def _quality(kl: float, top1: float, audio: float, floor: float = 2.0) -> dict:
+    stage = {"kl_mean": kl, "kl_p99": kl * 3, "top1_agreement": top1, "first_diff_token": 3, "tokens": 8}
+    return {
+        "stages": {s: stage for s in ("semantic", "coarse", "fine")},
+        "audio_log_mel_db": audio,
+        "floor": {"audio_log_mel_db": floor, "first_diff_token": {"semantic": 0}, "kl_mean": 0.0},
+    }
+
+
+def _gates(tmp_path, text=GATES):
+    path = tmp_path / "gates.toml"
+    path.write_text(text)
+    return qg.load_gates(str(path))
+
+
+def test_quality_gates_pass_and_fail_with_measured_and_allowed(tmp_path):
+    gates = _gates(tmp_path)
+    infos = [
+        {"variant": "eager-bf16-bs1", "status": "ok", "quality": _quality(0.05, 0.97, 1.0)},
+        {"variant": "sdpa-bf16-bs1", "status": "ok", "quality": _quality(0.2, 0.90, 1.0)},
+        {"variant": "eager-fp32-int8-bs1", "status": "ok", "quality": _quality(0.1, 0.9, 4.0)},
+        {"variant": "eager-fp16-bs1", "status": "ok", "quality": _quality(9.0, 0.1, 9.0)},  # no gate matches
+    ]
+    verdicts = qg.check(infos, gates)
+    by = {(v.variant, v.gate.figure): v for v in verdicts}
+    assert len(verdicts) == 5
+    assert by[("eager-bf16-bs1", "top1_agreement")].ok and by[("eager-bf16-bs1", "kl_mean")].ok
+    failed = by[("sdpa-bf16-bs1", "top1_agreement")]
+    assert not failed.ok
+    assert failed.message == ("sdpa-bf16-bs1: semantic top1_agreement 0.9, allowed >= 0.95 (gate '*-bf16-*'): FAIL")
+    audio = by[("eager-fp32-int8-bs1", "audio_over_floor")]
+    assert not audio.ok and audio.measured == 2.0
+
+
+def test_a_gate_on_an_unmeasured_variant_fails(tmp_path):
+    (verdict, _) = qg.check([{"variant": "eager-bf16-bs1", "status": "ok"}], _gates(tmp_path))
+    assert not verdict.ok and "not measured (run with --bark-quality)" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("x = 1", "no \\[\\[gate\\]\\] tables"),
+        ('[[gate]]\nvariants = "*"\nkl_mean_max = 1', "per stage; add stage"),
+        ('[[gate]]\nvariants = "*"\nstage = "codec"\nkl_mean_max = 1', "stage 'codec'"),
+        ('[[gate]]\nvariants = "*"\nstage = "fine"\nkl_max = 1', "unknown key\\(s\\) kl_max"),
+        ('[[gate]]\nstage = "fine"\nkl_mean_max = 1', "needs variants"),
+        ("[[gate", "not valid TOML"),
+    ],
+)
+def test_bad_gate_files_say_what_to_fix(tmp_path, text, message):
+    with pytest.raises(qg.QualityGateError, match=message):
+        _gates(tmp_path, text)
+
+
+def test_the_report_shows_quality_columns():
+    class Row:
+        variant = "eager-bf16-bs1"
+        extra_info = {"quality": _quality(0.05, 0.97, 1.0)}
+
+    table = qg.quality_table([Row()])
+    assert table is not None and "| `eager-bf16-bs1` | 5.00e-02 |" in table and "| 1.00 | 2.00 |" in table
+
+
+def test_compare_enforces_quality_gates(tmp_path, capsys):
+    from barkbench import cli
+
+    data = json.loads((REPO_DATA / "run-cpu.json").read_text())
+    for bench in data["benchmarks"]:
+        bench["extra_info"]["quality"] = _quality(0.2, 0.5, 1.0)
+    new = tmp_path / "new.json"
+    new.write_text(json.dumps(data))
+    gates = tmp_path / "gates.toml"
+    gates.write_text('[[gate]]\nvariants = "*"\nstage = "semantic"\ntop1_agreement_min = 0.9\n')
+    base = str(REPO_DATA / "run-cpu.json")
+    assert cli.main(["compare", base, str(new), "--quality-gates", str(gates)]) == 1
+    assert "semantic top1_agreement 0.5, allowed >= 0.9" in capsys.readouterr().out
+    gates.write_text('[[gate]]\nvariants = "*"\nstage = "semantic"\ntop1_agreement_min = 0.4\n')
+    assert cli.main(["compare", base, str(new), "--quality-gates", str(gates)]) == 0

@@ -18,6 +18,7 @@ from barkbench.measure import workload as workload_mod
 from barkbench.measure.limits import REMEASURE_ENV
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
 from barkbench.results import budgets as budgets_mod
+from barkbench.results import quality as quality_mod
 from barkbench.sweep import shards as shards_mod
 from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_variants
 
@@ -108,6 +109,13 @@ def parse_budgets_option(value: str) -> budgets_mod.Budgets:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def parse_quality_gates_option(value: str) -> tuple[quality_mod.Gate, ...]:
+    try:
+        return quality_mod.load_gates(value)
+    except quality_mod.QualityGateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_prompts_option(value: str) -> str:
     """The file is read and checked now (missing, empty, not UTF-8, a bad JSON line); the session reads it again."""
     try:
@@ -193,6 +201,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--bark-quality-gates",
+        type=parse_quality_gates_option,
         default=None,
         metavar="FILE",
         help="at the end of the run, hold every variant's drift to FILE's limits (TOML, see README) and fail the "

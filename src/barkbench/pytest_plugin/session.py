@@ -35,6 +35,7 @@ from barkbench.measure.workload import workload_from_files as workload_fields_fr
 from barkbench.pytest_plugin import benchmark_patches
 from barkbench.results import budgets as budgets_mod
 from barkbench.results import efficiency
+from barkbench.results import quality as quality_gates
 from barkbench.results.load import parse_run
 from barkbench.results.report import terminal_tables
 from barkbench.sweep import shards as shards_mod
@@ -194,6 +195,8 @@ class BarkSession:
     #: Failed variants in pytest-benchmark's per-benchmark shape: pytest-benchmark drops a benchmark that
     #: raised, so they are added to the --benchmark-json file at save time.
     failed: list[dict[str, Any]] = field(default_factory=list)
+    #: --bark-quality-gates verdicts, once checked at session end (None: not given).
+    quality_verdicts: list[quality_gates.Verdict] | None = None
     #: --bark-quality: the reference's recorded call and noise floor per (batch size, workload id).
     references: dict[tuple[int, str], tuple[str, dict[str, Any]]] = field(default_factory=dict)
     #: The budget verdicts, once checked at session end (None: --bark-budgets not given).
@@ -292,6 +295,11 @@ class BarkSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # pytest-benchmark's own sessionfinish is a hook wrapper that has already saved the results here.
         benchmark_patches.save_failures_only(session.config, self.failed)
+        gates = session.config.getoption("bark_quality_gates", None)
+        if gates is not None:
+            self.quality_verdicts = quality_gates.check(self.completed, gates)
+            if any(not v.ok for v in self.quality_verdicts) and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
         budgets: budgets_mod.Budgets | None = session.config.getoption("bark_budgets", None)
         if budgets is None:
             return
@@ -307,6 +315,14 @@ class BarkSession:
         self._print_tables(terminalreporter)
         if self.interrupted is not None:
             terminalreporter.write_line(self.interrupt_line(), yellow=True, bold=True)
+        if self.quality_verdicts is not None:
+            terminalreporter.section("barkbench quality gates")
+            for qv in self.quality_verdicts:
+                terminalreporter.write_line(qv.message, red=not qv.ok, green=qv.ok)
+            if not self.quality_verdicts:
+                terminalreporter.write_line("no measured variant matched a quality gate; nothing was checked")
+            elif any(not qv.ok for qv in self.quality_verdicts):
+                terminalreporter.write_line("a quality gate failed: the session fails", red=True, bold=True)
         if self.verdicts is None:
             return
         terminalreporter.section("barkbench memory budgets")

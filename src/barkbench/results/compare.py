@@ -26,6 +26,7 @@ from pathlib import Path
 
 from barkbench import stats
 from barkbench.results import markdown as md
+from barkbench.results import quality as quality_gates
 from barkbench.results import schema
 from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_run
 
@@ -404,10 +405,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "differ instead of refusing with exit status 2",
     )
     parser.add_argument(
+        "--quality-gates",
+        type=_quality_gates,
+        default=None,
+        metavar="FILE",
+        help="also hold NEW's recorded quality (run with --bark-quality) to FILE's drift limits (TOML [[gate]] "
+        "tables, see the README); a gate exceeded fails",
+    )
+    parser.add_argument(
         "--allow-missing",
         action="store_true",
         help="skip BASE benchmarks absent from NEW instead of failing with exit status 2",
     )
+
+
+def _quality_gates(text: str) -> tuple[quality_gates.Gate, ...]:
+    try:
+        return quality_gates.load_gates(text)
+    except quality_gates.QualityGateError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _alpha(text: str) -> float:
@@ -444,12 +460,24 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     regressions = comparison.regressions
+    quality_failed = False
+    gates_file = getattr(args, "quality_gates", None)
+    if gates_file is not None:
+        verdicts = quality_gates.check([b.extra_info for b in new.benchmarks], gates_file)
+        for verdict in verdicts:
+            print(f"quality: {verdict.message}")
+        if not verdicts:
+            print("quality: no benchmark of NEW matched a quality gate; nothing was checked")
+        quality_failed = any(not v.ok for v in verdicts)
+        if quality_failed:
+            print("FAILED: a quality gate was exceeded.")
+        print()
     if not args.fail_on:
         print(f"No --fail-on given: {len(comparison.checks)} figure(s) shown, nothing gated.")
-        return 0
+        return 1 if quality_failed else 0
     gates = ", ".join(str(g) for g in args.fail_on)
     if regressions:
         print(f"FAILED: {len(regressions)} regression(s) beyond the thresholds ({gates}).")
         return 1
     print(f"OK: no regression beyond the thresholds ({gates}) in {len(comparison.checks)} check(s).")
-    return 0
+    return 1 if quality_failed else 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from barkbench.results import efficiency, plots, schema
+from barkbench.results import efficiency, plots, quality, schema
 from barkbench.results import markdown as md
 from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_runs
 from barkbench.results.schema import BYTES_PER_MB
@@ -93,6 +93,9 @@ class Group:
         stage_part = stage_table(self.succeeded)
         if stage_part:
             parts += ["", stage_part]
+        quality_part = quality.quality_table(self.succeeded)
+        if quality_part:
+            parts += ["", quality_part]
         limit_part = efficiency.limit_table(self.succeeded)
         if limit_part:
             parts += ["", limit_part]
