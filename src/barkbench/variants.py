@@ -18,7 +18,12 @@ Offload = Literal["none", "cpu"]
 #: Weight quantization: dynamic int8 of the Linear layers (CPU). Not part of the id unless set.
 Quantization = Literal["none", "int8"]
 
+#: The KV cache the semantic and coarse sub-models' ``generate`` use: transformers' default DynamicCache (grows
+#: every step) or a StaticCache (preallocated, fixed shapes; ``cache_implementation="static"``).
+KvCache = Literal["dynamic", "static"]
+
 ATTENTIONS: tuple[Attention, ...] = get_args(Attention)
+KV_CACHES: tuple[KvCache, ...] = get_args(KvCache)
 DTYPES: tuple[Dtype, ...] = get_args(Dtype)
 OFFLOADS: tuple[Offload, ...] = get_args(Offload)
 QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)
@@ -44,6 +49,7 @@ class Variant:
     # Axes beyond the blog. They come last and default to off, so every earlier id stays what it was.
     quantization: Quantization = "none"
     compile: bool = False
+    kv_cache: KvCache = "dynamic"
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTIONS:
@@ -58,6 +64,8 @@ class Variant:
             raise VariantError(f"unknown quantization {self.quantization!r}; choose one of {', '.join(QUANTIZATIONS)}")
         if not isinstance(self.compile, bool):
             raise VariantError(f"compile must be true or false, got {self.compile!r}")
+        if self.kv_cache not in KV_CACHES:
+            raise VariantError(f"unknown kv_cache {self.kv_cache!r}; choose one of {', '.join(KV_CACHES)}")
 
     @property
     def id(self) -> str:
@@ -65,7 +73,8 @@ class Variant:
         # Inserted before -bs<N> (reports strip that suffix to find a series); absent at their defaults.
         int8 = "-int8" if self.quantization == "int8" else ""
         compiled = "-compile" if self.compile else ""
-        return f"{self.attention}-{self.dtype}{int8}{offload}{compiled}-bs{self.batch_size}"
+        static = "-static" if self.kv_cache == "static" else ""
+        return f"{self.attention}-{self.dtype}{int8}{offload}{static}{compiled}-bs{self.batch_size}"
 
     @property
     def is_baseline(self) -> bool:
@@ -82,6 +91,7 @@ class Variant:
             "batch_size": self.batch_size,
             "quantization": self.quantization,
             "compile": self.compile,
+            "kv_cache": self.kv_cache,
         }
 
     @classmethod
@@ -95,6 +105,7 @@ class Variant:
             # Absent in results written before these axes existed.
             quantization=str(data.get("quantization", "none")),  # type: ignore[arg-type]
             compile=bool(data.get("compile", False)),
+            kv_cache=str(data.get("kv_cache", "dynamic")),  # type: ignore[arg-type]
         )
 
 
@@ -127,6 +138,8 @@ PRESETS: Mapping[str, Variant] = MappingProxyType(
         "sdpa+bf16+compile": Variant(attention="sdpa", dtype="bf16", compile=True),
         "int8": Variant(quantization="int8"),
         "sdpa+int8": Variant(attention="sdpa", quantization="int8"),
+        "static-cache": Variant(kv_cache="static"),
+        "static-cache+compile": Variant(kv_cache="static", compile=True),
     }
 )
 
@@ -203,7 +216,11 @@ def _parse_axis(key: str, value: str) -> tuple[str, Any]:
         if value not in _BOOLEANS:
             raise VariantError(f"compile must be true or false, got {value!r}; e.g. compile=true")
         return "compile", _BOOLEANS[value]
-    raise VariantError(f"unknown axis {key!r}; axes are attention, dtype, offload, batch, quantization, compile")
+    if key in ("kv_cache", "cache"):
+        return "kv_cache", value
+    raise VariantError(
+        f"unknown axis {key!r}; axes are attention, dtype, offload, batch, quantization, compile, kv_cache"
+    )
 
 
 def parse_adhoc(spec: str) -> Variant:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from barkbench.measure import sources
-from barkbench.measure.optimize import attention, compile, offload, precision, quantize
+from barkbench.measure.optimize import attention, cache, compile, offload, precision, quantize
 from barkbench.variants import Variant
 
 #: The order in which the axes' reasons are asked: the first reason found is the skip reason.
-AXES = (offload, attention, precision, quantize, compile)
+AXES = (offload, attention, precision, quantize, cache, compile)
 
 
 class VariantUnsupported(RuntimeError):
