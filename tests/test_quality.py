@@ -122,15 +122,16 @@ def test_the_session_records_quality_beside_the_floor(bench_pytester, tmp_path):
     out = tmp_path / "out.json"
     result = bench_pytester.runpytest_subprocess(
         "bench", "--bark-semantic-tokens", "8", "-p", "no:cacheprovider", "--bark-device", "cpu",
-        "--bark-variants", "dtype=bf16", "--bark-rounds", "1", "--bark-warmup-rounds", "0",
+        "--bark-variants", "baseline", "--bark-rounds", "1", "--bark-warmup-rounds", "0",
         "--bark-isolation", "off", "--bark-quality", f"--benchmark-json={out}", timeout=600,
     )  # fmt: skip
     assert result.ret == 0, result.stdout.str()[-3000:]
-    result.stdout.fnmatch_lines(["*eager-bf16-bs1: quality: semantic KL * top1 *re-sampling floor * dB)*"])
+    # The baseline is the reference: its drift is exactly zero, and the floor (re-sampling) is not.
+    result.stdout.fnmatch_lines(["*eager-fp32-bs1: quality: semantic KL 0.00e+00 top1 1.000*re-sampling floor * dB)*"])
     (bench,) = json.loads(out.read_text())["benchmarks"]
-    bf16 = bench["extra_info"]["quality"]
-    assert bf16["stages"]["semantic"]["kl_mean"] > 0 and set(bf16["stages"]) == {"semantic", "coarse", "fine"}
-    assert bf16["floor"]["audio_log_mel_db"] > 0 and bf16["floor"]["kl_mean"] == 0.0
+    quality = bench["extra_info"]["quality"]
+    assert set(quality["stages"]) == {"semantic", "coarse", "fine"} and quality["audio_log_mel_db"] == 0.0
+    assert quality["floor"]["audio_log_mel_db"] > 0 and quality["floor"]["first_diff_token"]["semantic"] is not None
 
 
 # -- quality gates and the report table (no model) ---------------------------------------------------------------
