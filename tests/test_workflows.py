@@ -52,7 +52,8 @@ def test_gpu_runs_on_self_hosted_gpu_and_never_for_forks(gpu: dict[str, Any]) ->
     assert gpu["jobs"]
     for job in gpu["jobs"].values():
         assert {"self-hosted", "gpu"} <= set(job["runs-on"])
-        assert job["if"] == FORK_GUARD
+        # The sweep jobs add their own condition after the guard, never instead of it.
+        assert job["if"] == FORK_GUARD or job["if"].startswith(f"({FORK_GUARD}) && ")
 
 
 def test_gpu_triggers(gpu: dict[str, Any]) -> None:
@@ -63,12 +64,12 @@ def test_gpu_triggers(gpu: dict[str, Any]) -> None:
 
 
 def test_gpu_has_persistent_hf_home(gpu: dict[str, Any]) -> None:
-    env = {**gpu.get("env", {}), **next(iter(gpu["jobs"].values())).get("env", {})}
+    env = {**gpu.get("env", {}), **gpu["jobs"]["benchmark"].get("env", {})}
     assert env["HF_HOME"].startswith("/")  # an absolute path on the runner, outside the wiped workspace
 
 
 def test_gpu_benchmarks_and_gates(gpu: dict[str, Any]) -> None:
-    (job,) = gpu["jobs"].values()
+    job = gpu["jobs"]["benchmark"]
     script = "\n".join(run_scripts(job))
     joined = script.replace("\\\n", " ")
     bench = "pytest bench/ --bark-model suno/bark-small --bark-device cuda --bark-fixed-length"
@@ -92,7 +93,7 @@ def test_gpu_benchmarks_and_gates(gpu: dict[str, Any]) -> None:
 
 
 def test_gpu_installs_a_cuda_torch_and_checks_it_before_benchmarking(gpu: dict[str, Any]) -> None:
-    (job,) = gpu["jobs"].values()
+    job = gpu["jobs"]["benchmark"]
     steps = job["steps"]
     install = next(step["run"] for step in steps if "run" in step and "pip install" in step["run"])
     # `torch==2.13.*` alone also matches a +cpu wheel that pip ranks higher: the CUDA index is named.
@@ -105,7 +106,7 @@ def test_gpu_installs_a_cuda_torch_and_checks_it_before_benchmarking(gpu: dict[s
 
 
 def test_gpu_saves_the_baseline_before_the_dashboard_push(gpu: dict[str, Any]) -> None:
-    (job,) = gpu["jobs"].values()
+    job = gpu["jobs"]["benchmark"]
     steps = job["steps"]
     names = [step.get("name", "") for step in steps]
     save = next(i for i, n in enumerate(names) if n.startswith("Save baseline"))
@@ -163,3 +164,22 @@ def test_constraint_files_referenced_by_workflows_exist(name: str) -> None:
     scripts = "\n".join(s for job in load(name)["jobs"].values() for s in run_scripts(job))
     for path in re.findall(r"\s-c\s+(\S+)", scripts):
         assert (root / path).is_file(), f"{name} installs with -c {path}, which does not exist"
+
+
+def test_gpu_sweep_runs_kinds_by_shards_then_merges_gates_and_reports(gpu: dict[str, Any]) -> None:
+    jobs = gpu["jobs"]
+    sweep = jobs["sweep"]
+    matrix = sweep["strategy"]["matrix"]
+    assert matrix["shard"] == [1, 2] and "inputs.gpu-kinds" in matrix["kind"]
+    assert "${{ matrix.kind }}" in sweep["runs-on"]
+    script = " ".join("\n".join(run_scripts(sweep)).replace("\\\n", " ").split())
+    assert "--bark-shard ${{ matrix.shard }}/2" in script and "--benchmark-json=shard.json" in script
+    assert any(step["uses"] == "actions/upload-artifact@v4" for step in uses(sweep))
+    merge = jobs["sweep-merge"]
+    assert merge["needs"] == "sweep"
+    merge_script = "\n".join(run_scripts(merge))
+    assert "barkbench merge shards/*/shard.json" in merge_script and "--require-complete" in merge_script
+    assert "--fail-on latency:10%" in merge_script
+    report = jobs["sweep-report"]
+    assert report["needs"] == "sweep-merge"
+    assert "barkbench report merged/*.json" in "\n".join(run_scripts(report))
