@@ -103,3 +103,25 @@ def test_merge_names_missing_shards_and_failed_variants(tmp_path: Path, capsys: 
         assert variant in err
     missing = json.loads(out.read_text())[JSON_KEY]["missing_variants"]
     assert set(missing) >= {failed["extra_info"]["variant"], *in_two}
+
+
+def test_sweep_passes_pytest_arguments_through_in_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from barkbench.sweep import launch
+
+    seen: dict[str, Any] = {}
+
+    def fake_sweep(pytest_args: list[str], shards: int, out_dir: Path, **kwargs: Any) -> launch.SweepResult:
+        seen.update(pytest_args=list(pytest_args), shards=shards, **kwargs)
+        return launch.SweepResult((), None, out_dir / "merged.json")
+
+    monkeypatch.setattr(launch, "sweep", fake_sweep)
+    argv = ["sweep", "bench/", "--bark-variants", "baseline", "--shards", "3", "-q", "--timeout-min", "9"]
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 1  # nothing merged: the fake ran no shard
+    assert seen["pytest_args"] == ["bench/", "--bark-variants", "baseline", "-q"]
+    assert seen["shards"] == 3 and seen["timeout_min"] == 9 and seen["executor"] == "local"
+    assert "no shard wrote a result file" in capsys.readouterr().err
+    # Other commands still refuse arguments they do not know, in one line.
+    assert main(["merge", str(DATA), "-o", str(tmp_path / "m.json"), "--bogus"]) == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -67,4 +67,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
     # The shard, the whole matrix's fingerprint and the workload: what `barkbench merge` checks and completes.
-    output_json[shards_mod.JSON_KEY] = bark_session(config).config.sweep_record()
+    session = bark_session(config)
+    if session._config is None:
+        return  # no barkbench variant in this session (someone else's benchmarks): nothing to record
+    output_json[shards_mod.JSON_KEY] = session.config.sweep_record()
