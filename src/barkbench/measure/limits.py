@@ -124,6 +124,28 @@ def _copy_seconds(elements: int, dtype: Any, dev: Any, repeats: int) -> float:
     return _best_seconds(functools.partial(dst.copy_, src), repeats)
 
 
+def _gemm_rate(shape: tuple[int, int, int], dtype: Any, dev: Any, repeats: int) -> tuple[float, list[int]]:
+    """FLOP/s of ``(m, k) @ (k, n)`` and the shape timed (fewer rows where one product is slow: ``_gemm_rows``);
+    the buffers are freed on return."""
+    import torch
+
+    m, k, n = shape
+    b = torch.full((k, n), 0.01, dtype=dtype, device=dev)
+
+    def once(rows: int) -> float:
+        a = torch.full((rows, k), 0.5, dtype=dtype, device=dev)
+        device_mod.synchronize()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        device_mod.synchronize()
+        return time.perf_counter() - start
+
+    m = _gemm_rows(once, m)
+    a = torch.full((m, k), 0.5, dtype=dtype, device=dev)
+    seconds = _best_seconds(functools.partial(torch.mm, a, b), repeats)
+    return 2 * m * k * n / seconds, [m, k, n]
+
+
 def measure(
     device_type: str, dtype: str, shapes: Mapping[str, SubModelShape], batch: int = 1, repeats: int = REPEATS
 ) -> dict[str, Any]:
@@ -164,22 +186,15 @@ def measure(
         out["bandwidth_bytes_per_s"] = max([out["copy_bytes_per_s"], *gemv_rates])
 
         if "fine" in shapes:
-            m, k, n = fine_gemm_shape(shapes["fine"], batch)
-            b = torch.full((k, n), 0.01, dtype=dt, device=dev)
-
-            def once(rows: int) -> float:
-                a = torch.full((rows, k), 0.5, dtype=dt, device=dev)
-                device_mod.synchronize()
-                start = time.perf_counter()
-                torch.mm(a, b)
-                device_mod.synchronize()
-                return time.perf_counter() - start
-
-            m = _gemm_rows(once, m)
-            a = torch.full((m, k), 0.5, dtype=dt, device=dev)
-            seconds = _best_seconds(functools.partial(torch.mm, a, b), repeats)
-            out["matmul_flops_per_s"] = 2 * m * k * n / seconds
-            out["matmul_shape"] = [m, k, n]
+            rate, shape = _gemm_rate(fine_gemm_shape(shapes["fine"], batch), dt, dev, repeats)
+            out["matmul_flops_per_s"] = rate
+            out["matmul_shape"] = shape
+    if device_type != "cpu":
+        # The caching allocator would keep the probe's buffers (2 GiB and the weights' copies) reserved for
+        # the rest of the worker's life: hand them back before the variant's rounds.
+        empty_cache = getattr(getattr(torch, device_type, None), "empty_cache", None)
+        if empty_cache is not None:
+            empty_cache()
     return out
 
 
