@@ -17,6 +17,7 @@ SHAPES = {
     for stage, (_, key) in eff.STAGE_SUBMODELS.items()
 }
 FIGURES = ("copy_bytes_per_s", "gemv_bytes_per_s", "bandwidth_bytes_per_s", "matmul_flops_per_s")
+ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +34,24 @@ def test_figures_are_positive(measured):
     assert measured["bandwidth_bytes_per_s"] >= measured["copy_bytes_per_s"]
 
 
+def _disagreements(first: dict, again: dict, factor: float) -> list[str]:
+    pairs = [(name, first[name], again[name]) for name in FIGURES]
+    pairs += [(f"kernel {s}", v, again["kernel_step_seconds"][s]) for s, v in first["kernel_step_seconds"].items()]
+    return [f"{name}: {a:.3g} vs {b:.3g}" for name, a, b in pairs if not 1 / factor <= b / a <= factor]
+
+
 def test_two_probes_agree_within_the_stated_factor(measured):
-    # Each figure is the best of several repetitions, the run least disturbed by other processes: two probes
-    # agree within REPEATABILITY_FACTOR even on a shared machine (a unit slip would be off by 2× to 1000×+).
-    again = limits.measure("cpu", "fp32", SHAPES)
+    # Each figure is the best of several repetitions, the run least disturbed by other processes, and two probes
+    # agree within REPEATABILITY_FACTOR (a unit slip would be off by 2x to 1000x+). On a machine shared with a
+    # load of 10+ on 2 cores, other processes can also evict the tiny model's weights from the cache for a whole
+    # probe; so a disagreeing probe is measured once more (at most ATTEMPTS in all) before the test fails.
     factor = limits.REPEATABILITY_FACTOR
-    for name in FIGURES:
-        assert 1 / factor <= again[name] / measured[name] <= factor, (name, measured[name], again[name])
-    for stage, seconds in measured["kernel_step_seconds"].items():
-        assert 1 / factor <= again["kernel_step_seconds"][stage] / seconds <= factor, stage
+    problems: list[str] = []
+    for _ in range(ATTEMPTS):
+        problems = _disagreements(measured, limits.measure("cpu", "fp32", SHAPES), factor)
+        if not problems:
+            break
+    assert not problems, problems
 
 
 def test_kernel_floor_is_never_below_the_bandwidth_floor(measured):
