@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from barkbench.sweep.shards import Shard, ShardError, cost, fingerprint, parse_shard, partition, sweep_record
+from barkbench.results.merge import merge
+from barkbench.sweep.shards import (
+    JSON_KEY,
+    Shard,
+    ShardError,
+    cost,
+    fingerprint,
+    parse_shard,
+    partition,
+    sweep_record,
+)
 from barkbench.variants import ATTENTIONS, DTYPES, GROUPS, OFFLOADS, Variant, dedupe, parse_variants
 
 variants = st.builds(
@@ -72,3 +84,30 @@ def test_shard_option_is_parsed_at_startup(pytester: pytest.Pytester) -> None:
         assert out.ret == 0
         ran += [line.split()[-1] for line in out.outlines if "RAN" in line]
     assert sorted(ran) == sorted(v.id for v in GROUPS["blog"])
+
+
+def test_shard_json_records_the_matrix_and_skipped_variants(bench_pytester: pytest.Pytester) -> None:
+    # FlashAttention-2 needs CUDA: skipped on this CPU before any model loads; one short baseline row runs (a file
+    # is only written when something ran).
+    out = bench_pytester.path / "s.json"
+    result = bench_pytester.runpytest(
+        "bench/",
+        "--bark-device=cpu",
+        "--bark-variants=baseline;flash_attention_2+fp16;attention=flash_attention_2,batch=8",
+        "--bark-shard=1/1",
+        "--bark-semantic-tokens=8",
+        "--bark-rounds=1",
+        "--bark-warmup-rounds=0",
+        "--bark-isolation=off",
+        f"--benchmark-json={out}",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == 0
+    record = json.loads(out.read_text())[JSON_KEY]
+    assert record["shard"] == "1/1"
+    assert record["matrix"] == record["variants"] and len(record["matrix"]) == 3
+    assert set(record["skipped"]) == {"flash_attention_2-fp16-bs1", "flash_attention_2-fp32-bs8"}
+    assert record["workload"]["device"] == "cpu" and record["workload"]["model_source"] == "tiny"
+    merged = merge([out])
+    assert merged.complete and set(merged.data[JSON_KEY]["skipped"]) == set(record["skipped"])

@@ -70,4 +70,23 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_
     session = bark_session(config)
     if session._config is None:
         return  # no barkbench variant in this session (someone else's benchmarks): nothing to record
-    output_json[shards_mod.JSON_KEY] = session.config.sweep_record()
+    record = session.config.sweep_record()
+    # Skipped variants (unsupported here) are accounted for: a merge does not call them missing.
+    skipped: dict[str, str] = config.stash.get(_SKIPPED, {})
+    record["skipped"] = dict(skipped)
+    output_json[shards_mod.JSON_KEY] = record
+
+
+#: variant id -> skip reason, for the variants this session skipped.
+_SKIPPED = pytest.StashKey[dict[str, str]]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    variant = callspec.params.get("bark_variant") if callspec is not None else None
+    if report.skipped and isinstance(variant, str):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        item.config.stash.setdefault(_SKIPPED, {})[variant] = str(reason).removeprefix("Skipped: ")

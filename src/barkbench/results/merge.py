@@ -129,7 +129,9 @@ def merge(paths: Sequence[Path], allow_mixed: bool = False) -> Merged:
         matrix += [v for v in of_fp[0]["matrix"] if v not in matrix]
     ok = {_variant(b) for b in benchmarks.values() if not _failed(b)}
     failed = {_variant(b) for b in benchmarks.values() if _failed(b)}
-    missing = [v for v in matrix if v not in ok]
+    # A variant its shard skipped (unsupported on that machine or stack) is accounted for, not missing.
+    skipped = {v: str(why) for r in records for v, why in (r.get("skipped") or {}).items() if v not in ok}
+    missing = [v for v in matrix if v not in ok and v not in skipped]
     out = {key: value for key, value in first.items() if key not in ("benchmarks", "machine_info", JSON_KEY)}
     out["machine_info"] = machine_info
     # In the matrix's order, as one unsharded run would have written them (reports list rows in file order).
@@ -143,6 +145,7 @@ def merge(paths: Sequence[Path], allow_mixed: bool = False) -> Merged:
         "matrix": matrix,
         "variants": [v for v in matrix if v in ok],
         "workload": records[0]["workload"] if records else None,
+        "skipped": skipped,
         "missing_shards": missing_shards,
         "missing_variants": missing,
     }

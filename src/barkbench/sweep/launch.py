@@ -117,7 +117,8 @@ def visible_gpus() -> list[int]:
 
 
 def shard_complete(path: Path) -> bool:
-    """True when ``path`` holds a successful result for every variant its shard record names."""
+    """True when ``path`` holds a successful result for every variant its shard record names, or the shard
+    skipped it (unsupported there: running it again would skip it again)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -130,7 +131,7 @@ def shard_complete(path: Path) -> bool:
         for b in data.get("benchmarks", [])
         if (b.get("extra_info") or {}).get("status") == "ok" and b.get("stats")
     }
-    return set(record.get("variants", [])) <= ok
+    return set(record.get("variants", [])) <= ok | set(record.get("skipped") or {})
 
 
 def _import_submitit() -> Any:
