@@ -98,7 +98,6 @@ def test_shard_json_records_the_matrix_and_skipped_variants(bench_pytester: pyte
         "--bark-semantic-tokens=8",
         "--bark-rounds=1",
         "--bark-warmup-rounds=0",
-        "--bark-isolation=off",
         f"--benchmark-json={out}",
         "-p",
         "no:cacheprovider",
