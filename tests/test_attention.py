@@ -34,9 +34,11 @@ def test_sdpa_variant_loads_barkbench_sdpa_into_every_bark_attention_and_nothing
 
 def test_sdpa_and_flash_attention_2_are_chosen_at_load_time():
     assert attention.load_kwargs(Variant(attention="sdpa")) == {"attn_implementation": "sdpa"}
+    # FA2 per sub-config: the plain string would reach the codec, which has no FA2 (ValueError at load).
     assert attention.load_kwargs(Variant(attention="flash_attention_2", dtype="fp16")) == {
-        "attn_implementation": "flash_attention_2"
+        "attn_implementation": attention.flash_attention_2_form()
     }
+    assert attention.flash_attention_2_form()["codec_config"] == "eager"
     assert attention.load_kwargs(Variant()) == {}
 
 
