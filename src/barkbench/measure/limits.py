@@ -29,11 +29,12 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from barkbench.measure import device as device_mod
+from barkbench.measure.sources import cache_dir, cache_lock
 from barkbench.results.efficiency import DECODE_STAGES, SubModelShape, fine_gemm_shape
 
 CACHE_FILE = "machine-limits.json"
@@ -51,8 +52,6 @@ REPEATABILITY_FACTOR = 3.0
 
 
 def cache_path() -> Path:
-    from barkbench.measure.sources import cache_dir
-
     return cache_dir() / CACHE_FILE
 
 
@@ -198,19 +197,6 @@ def measure(
     return out
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _read(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -235,7 +221,7 @@ def probe(
     path = path or cache_path()
     name = device_mod.device_name(device_type)
     key, parts = cache_key(device_type, dtype, shapes, batch, int(torch.get_num_threads()), name)
-    with _locked(path):
+    with cache_lock(path):
         entries = _read(path)
         if not remeasure and key in entries:
             return {**entries[key], "cached": True}

@@ -135,8 +135,9 @@ def random_model_dir(arch: str, root: Path | None = None) -> Path:
 
 
 @contextlib.contextmanager
-def _build_lock(target: Path) -> Iterator[None]:
-    """Serialize builders of one folder (several workers may start at once)."""
+def cache_lock(target: Path) -> Iterator[None]:
+    """Serialize the processes that write ``target`` in the cache folder (several workers may start at once):
+    an exclusive ``flock`` on ``<target>.lock`` beside it."""
     import fcntl
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,7 @@ def ensure_random_model(arch: str, root: Path | None = None) -> Path:
     target = random_model_dir(arch, root)
     if (target / _COMPLETE_MARK).exists():
         return target
-    with _build_lock(target):
+    with cache_lock(target):
         if (target / _COMPLETE_MARK).exists():
             return target
         _build_random_model(arch, target)
