@@ -209,7 +209,9 @@ class VariantRunner:
 
     def generate(self) -> RoundResult:
         _raise_injected_failure(self.spec.variant.id)
-        result = self._measured_call()
+        # On CPU the memory call's figures stand for every round: no whole-call memory tracking here, whose heap
+        # trim before each round would hand back the pages the released allocator is meant to reuse.
+        result = self._measured_call(track_memory=self._memory is None)
         if self._memory is None:
             return result
         stages = {
@@ -220,7 +222,7 @@ class VariantRunner:
             result, peak_memory_bytes=self._memory.peak_memory_bytes, memory_method=MEMORY_CALL_METHOD, stages=stages
         )
 
-    def _measured_call(self) -> RoundResult:
+    def _measured_call(self, track_memory: bool = True) -> RoundResult:
         import torch
 
         from barkbench.measure.workload import audio_seconds
@@ -233,7 +235,11 @@ class VariantRunner:
         kwargs.update(cache_axis.generate_kwargs(self.spec.variant))
         segments: list[float] = []
         pieces: list[tuple[Any, Any]] = []
-        memory = self._trackers.MemoryTracker(self.spec.device_type, baseline_bytes=self._baseline)
+        memory: contextlib.AbstractContextManager[Any] = (
+            self._trackers.MemoryTracker(self.spec.device_type, baseline_bytes=self._baseline)
+            if track_memory
+            else contextlib.nullcontext(self._trackers.PeakMemory())
+        )
         latency = self._trackers.LatencyTracker()
         # The stage tracker is entered first: installing its wrappers is not part of the timed call.
         stage_tracker = StageTracker(self.model, self.spec.device_type, baseline_bytes=self._baseline)
