@@ -131,3 +131,33 @@ def test_limit_table_and_step_levels(tmp_path):
     assert eff.step_levels(figures, "coarse") is None
     png = plots.step_breakdown("eager-fp32-bs1", {"semantic": (0.007, 0.0185, 0.025)}, tmp_path / "steps.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_int8_kernel_floor_comes_from_a_probe_of_int8_kernels():
+    # A probe of int8 kernels (one byte per Linear weight) gives an int8 variant its kernel floor; a float probe
+    # (or an entry older than ``linear_weight_bytes``, which timed the activation dtype) does not.
+    shapes = {"semantic": TINY}
+    stages = {"semantic": {"seconds": 0.5, "tokens": 16, "forwards": 16, "key_positions": 4232}}
+    int8_probe = {"bandwidth_bytes_per_s": 1e10, "kernel_step_seconds": {"semantic": 2e-4}, "linear_weight_bytes": 1}
+    out = eff.stage_efficiencies(stages, shapes, int8_probe, 4, 1, batch=1, latency_s=2.0)["semantic"]
+    step_bytes = (16 * (741_376 + 448 * 4) + 4232 * 1024) / 16
+    assert out.bandwidth_floor_s == pytest.approx(step_bytes / 1e10)
+    assert out.kernel_floor_s == pytest.approx(2e-4 + (step_bytes - 741_376) / 1e10)
+    assert (
+        eff.stage_efficiencies(stages, shapes, int8_probe, 4, 4, batch=1, latency_s=2.0)["semantic"].kernel_floor_s
+        is None
+    )
+    old_entry = {k: v for k, v in int8_probe.items() if k != "linear_weight_bytes"}
+    assert (
+        eff.stage_efficiencies(stages, shapes, old_entry, 4, 1, batch=1, latency_s=2.0)["semantic"].kernel_floor_s
+        is None
+    )
+    assert eff.stage_efficiencies(stages, shapes, old_entry, 4, 4, batch=1, latency_s=2.0)["semantic"].kernel_floor_s
+    extra = eff.extra_info(
+        stages,
+        2.0,
+        {**int8_probe, "linear_weights": "int8"},
+        {"shapes": {"semantic": vars(TINY)}, "element_bytes": 4, "linear_weight_bytes": 1},
+        1,
+    )
+    assert extra["limits"]["linear_weights"] == "int8" and extra["limits"]["linear_weight_bytes"] == 1

@@ -8,6 +8,11 @@ matrix-matrix rate, per device and dtype — what ``barkbench.results.efficiency
   hold over that time is the GEMV rate.
 - **matmul rate**: the fine stage's dominant product (``efficiency.fine_gemm_shape``) in the dtype.
 
+A variant whose ``nn.Linear`` layers are dynamically quantized (``weights="int8"``, ``"fp16"``: int8 or fp16
+weights, fp32 activations) multiplies with other kernels: its kernel floor and matmul rate are timed with
+torch.ao's dynamic quantized ``Linear`` over the same shapes (``quantized::linear_dynamic`` and
+``linear_dynamic_fp16``), and its GEMV rate counts the bytes those weights hold (1 or 2 per weight).
+
 Every figure is the best (shortest time) of ``REPEATS`` runs after one warm-up: on a shared machine the best
 run is the one least disturbed, and it is what repeats between two probes. On an accelerator the device is
 synchronized before each clock read (``device.synchronize``). The bandwidth the stages are held to is the
@@ -29,7 +34,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +73,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Bytes per weight of each dynamically quantized ``Linear`` kind (``weights``).
+QUANTIZED_WEIGHT_BYTES = {"int8": 1, "fp16": 2}
+
+
 def cache_key(
-    device_type: str, dtype: str, shapes: Mapping[str, SubModelShape], batch: int, threads: int, device_name: str
+    device_type: str,
+    dtype: str,
+    shapes: Mapping[str, SubModelShape],
+    batch: int,
+    threads: int,
+    device_name: str,
+    weights: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The cache key and what it is made of (stored with the entry, so a reader sees why two entries differ)."""
     parts: dict[str, Any] = {
@@ -83,6 +98,9 @@ def cache_key(
         "versions": _versions(),
         "shapes": {name: vars(shape) for name, shape in sorted(shapes.items())},
     }
+    if weights is not None:
+        # Only when set: the float entries keep the keys they were cached under.
+        parts["weights"] = weights
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16], parts
 
 
@@ -123,42 +141,83 @@ def _copy_seconds(elements: int, dtype: Any, dev: Any, repeats: int) -> float:
     return _best_seconds(functools.partial(dst.copy_, src), repeats)
 
 
-def _gemm_rate(shape: tuple[int, int, int], dtype: Any, dev: Any, repeats: int) -> tuple[float, list[int]]:
+def _gemm_rate(
+    shape: tuple[int, int, int], dtype: Any, dev: Any, repeats: int, weights: str | None = None
+) -> tuple[float, list[int]]:
     """FLOP/s of ``(m, k) @ (k, n)`` and the shape timed (fewer rows where one product is slow: ``_gemm_rows``);
-    the buffers are freed on return."""
+    with ``weights``, the product of a dynamic quantized ``Linear``. The buffers are freed on return."""
     import torch
 
     m, k, n = shape
-    b = torch.full((k, n), 0.01, dtype=dtype, device=dev)
+    product: Callable[[torch.Tensor], object]
+    if weights is None:
+        product = functools.partial(torch.mm, mat2=torch.full((k, n), 0.01, dtype=dtype, device=dev))
+    else:
+        product = _quantized_linears([(n, k)], weights)[0]
 
     def once(rows: int) -> float:
         a = torch.full((rows, k), 0.5, dtype=dtype, device=dev)
         device_mod.synchronize()
         start = time.perf_counter()
-        torch.mm(a, b)
+        product(a)
         device_mod.synchronize()
         return time.perf_counter() - start
 
     m = _gemm_rows(once, m)
     a = torch.full((m, k), 0.5, dtype=dtype, device=dev)
-    seconds = _best_seconds(functools.partial(torch.mm, a, b), repeats)
+    seconds = _best_seconds(functools.partial(product, a), repeats)
     return 2 * m * k * n / seconds, [m, k, n]
 
 
+def _quantized_linears(matrices: Sequence[tuple[int, int]], weights: str) -> list[Any]:
+    """Dynamic quantized ``Linear`` modules (CPU) of the given (out, in) shapes, made the way the variant's are:
+    ``quantize.apply_dynamic`` over plain ``nn.Linear`` layers."""
+    import torch
+
+    from barkbench.measure.optimize import quantize
+
+    layers = torch.nn.ModuleList()
+    for rows, cols in matrices:
+        layer = torch.nn.Linear(cols, rows, bias=False)
+        torch.nn.init.constant_(layer.weight, 0.01)
+        layers.append(layer)
+    quantize.apply_dynamic(layers, weights)
+    return list(layers)
+
+
 def measure(
-    device_type: str, dtype: str, shapes: Mapping[str, SubModelShape], batch: int = 1, repeats: int = REPEATS
+    device_type: str,
+    dtype: str,
+    shapes: Mapping[str, SubModelShape],
+    batch: int = 1,
+    repeats: int = REPEATS,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Measure the limits now (no cache). ``shapes``: the sub-models by stage (``semantic``, ``coarse``,
-    ``fine``); missing ones are not measured."""
+    ``fine``); missing ones are not measured. ``weights``: ``"int8"`` or ``"fp16"`` to time the decode and fine
+    products with dynamic quantized ``Linear`` kernels (CPU, fp32 activations), None for plain ones in ``dtype``."""
     import torch
     import torch.nn.functional as F
 
     from barkbench.measure.optimize.precision import torch_dtype
 
+    if weights is not None and weights not in QUANTIZED_WEIGHT_BYTES:
+        raise ValueError(f"unknown quantized weights {weights!r}; choose one of {', '.join(QUANTIZED_WEIGHT_BYTES)}")
+    if weights is not None and (device_type != "cpu" or dtype != "fp32"):
+        raise ValueError(
+            f"dynamic quantized Linear kernels run on CPU with fp32 activations, not {device_type} {dtype}"
+        )
     dt = torch_dtype(dtype)
     dev = torch.device(device_type)
     element = torch.empty((), dtype=dt).element_size()
-    out: dict[str, Any] = {"device": device_type, "dtype": dtype, "repeats": repeats}
+    weight_bytes = QUANTIZED_WEIGHT_BYTES[weights] if weights else element
+    out: dict[str, Any] = {
+        "device": device_type,
+        "dtype": dtype,
+        "repeats": repeats,
+        "linear_weights": weights or dtype,
+        "linear_weight_bytes": weight_bytes,
+    }
     with torch.inference_mode():
         size = COPY_BYTES["cpu" if device_type == "cpu" else "accelerator"]
         out["copy_bytes_per_s"] = 2 * size / _copy_seconds(size // element, dt, dev, repeats)
@@ -168,24 +227,32 @@ def measure(
         for stage in DECODE_STAGES:
             if stage not in shapes:
                 continue
-            matrices = [torch.full(m, 0.01, dtype=dt, device=dev) for m in shapes[stage].decode_matrices()]
+            shape_list = shapes[stage].decode_matrices()
             x = torch.full((batch, shapes[stage].hidden), 0.5, dtype=dt, device=dev)
             wide = torch.full((batch, 4 * shapes[stage].hidden), 0.5, dtype=dt, device=dev)
+            products: list[Callable[[torch.Tensor], object]]
+            if weights is None:
+                products = [
+                    functools.partial(F.linear, weight=torch.full(m, 0.01, dtype=dt, device=dev)) for m in shape_list
+                ]
+            else:
+                products = _quantized_linears(shape_list, weights)
+            inputs = [x if cols == x.shape[1] else wide for _, cols in shape_list]
 
-            def step(matrices: list[torch.Tensor] = matrices, x: torch.Tensor = x, wide: torch.Tensor = wide) -> None:
-                for w in matrices:
-                    F.linear(x if w.shape[1] == x.shape[1] else wide, w)
+            def step(products: list[Callable[[torch.Tensor], object]] = products, inputs: list[Any] = inputs) -> None:
+                for product, activation in zip(products, inputs, strict=True):
+                    product(activation)
 
             seconds = _best_seconds(step, repeats)
             kernel[stage] = seconds
-            gemv_rates.append(sum(w.numel() for w in matrices) * element / seconds)
-            del matrices, x, wide, step  # the next stage's weights should not sit beside these
+            gemv_rates.append(sum(rows * cols for rows, cols in shape_list) * weight_bytes / seconds)
+            del products, inputs, x, wide, step  # the next stage's weights should not sit beside these
         out["kernel_step_seconds"] = kernel
         out["gemv_bytes_per_s"] = max(gemv_rates) if gemv_rates else None
         out["bandwidth_bytes_per_s"] = max([out["copy_bytes_per_s"], *gemv_rates])
 
         if "fine" in shapes:
-            rate, shape = _gemm_rate(fine_gemm_shape(shapes["fine"], batch), dt, dev, repeats)
+            rate, shape = _gemm_rate(fine_gemm_shape(shapes["fine"], batch), dt, dev, repeats, weights)
             out["matmul_flops_per_s"] = rate
             out["matmul_shape"] = shape
     if device_type != "cpu":
@@ -213,20 +280,22 @@ def probe(
     batch: int = 1,
     remeasure: bool = False,
     path: Path | None = None,
+    weights: str | None = None,
 ) -> dict[str, Any]:
-    """The limits for this machine, device, dtype and shapes: from the cache file when an entry with the same key
-    exists (``"cached": True``), else measured and stored. The entry carries its versions and date."""
+    """The limits for this machine, device, dtype, quantized weights and shapes: from the cache file when an entry
+    with the same key exists (``"cached": True``), else measured and stored. The entry carries its versions and
+    date."""
     import torch
 
     path = path or cache_path()
     name = device_mod.device_name(device_type)
-    key, parts = cache_key(device_type, dtype, shapes, batch, int(torch.get_num_threads()), name)
+    key, parts = cache_key(device_type, dtype, shapes, batch, int(torch.get_num_threads()), name, weights)
     with cache_lock(path):
         entries = _read(path)
         if not remeasure and key in entries:
             return {**entries[key], "cached": True}
         entry = {
-            **measure(device_type, dtype, shapes, batch),
+            **measure(device_type, dtype, shapes, batch, weights=weights),
             "key": key,
             "device_name": name,
             "threads": parts["threads"],
@@ -262,18 +331,33 @@ REMEASURE_ENV = "BARKBENCH_REMEASURE_LIMITS"
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
 
 
+def quantized_weights(model: Any) -> str | None:
+    """``"int8"`` or ``"fp16"`` when ``model``'s Linear layers are dynamically quantized (the packed weights'
+    dtype), else None."""
+    import torch
+
+    kinds = {torch.qint8: "int8", torch.float16: "fp16"}
+    for module in model.modules():
+        packed = getattr(module, "_packed_params", None)
+        if packed is not None and getattr(packed, "dtype", None) in kinds:
+            return kinds[packed.dtype]
+    return None
+
+
 def for_model(model: Any, device_type: str, dtype: str, batch: int, quantized_linear: int) -> dict[str, Any]:
     """What a variant's results need to hold its stages against the limits: the probe's figures for its device,
-    dtype and shapes (``limits``), and the shapes and bytes per weight the efficiency is computed from."""
+    dtype, quantized weights and shapes (``limits``), and the shapes and bytes per weight the efficiency is
+    computed from."""
     shapes = stage_shapes(model)
     element = _ELEMENT_BYTES[dtype]
     remeasure = os.environ.get(REMEASURE_ENV) == "1"
+    weights = quantized_weights(model) if quantized_linear else None
     return {
-        "limits": probe(device_type, dtype, shapes, batch, remeasure=remeasure),
+        "limits": probe(device_type, dtype, shapes, batch, remeasure=remeasure, weights=weights),
         "efficiency_inputs": {
             "shapes": {stage: dict(vars(shape)) for stage, shape in shapes.items()},
             "element_bytes": element,
-            # quantize_dynamic stores every Linear weight as int8: one byte each.
-            "linear_weight_bytes": 1 if quantized_linear else element,
+            # quantize_dynamic stores every Linear weight as int8 (one byte each) or fp16 (two).
+            "linear_weight_bytes": QUANTIZED_WEIGHT_BYTES[weights] if weights else element,
         },
     }

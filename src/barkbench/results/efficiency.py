@@ -205,8 +205,11 @@ def stage_efficiencies(
             # The probe times the step's Linear matmuls; what else the step reads (the KV cache, LayerNorm and
             # embedding rows) is counted at the bandwidth. The probe's bandwidth is at least its GEMV rate, so
             # this kernel floor is never below the bandwidth floor.
-            # Measured in the activation dtype: for int8 weights the probe's kernels are not the ones that run.
-            gemv = _float(kernel_steps.get(name)) if linear_weight_bytes == element_bytes else None
+            # Only the probe's kernels for the same weights count: fp32 kernels say nothing of int8 ones. The probe
+            # records the bytes per Linear weight its kernels read; entries older than that key timed the
+            # activation dtype's own kernels.
+            probed = _float(limits.get("linear_weight_bytes")) or element_bytes
+            gemv = _float(kernel_steps.get(name)) if linear_weight_bytes == probed else None
             rest = step_bytes - decode_linear_bytes(shapes[name], linear_weight_bytes)
             kernel = gemv + rest / bandwidth if gemv is not None and bandwidth else None
             out[name] = StageEfficiency(
@@ -267,7 +270,15 @@ def extra_info(
         batch,
         latency_s,
     )
-    kept = ("bandwidth_bytes_per_s", "copy_bytes_per_s", "gemv_bytes_per_s", "matmul_flops_per_s", "matmul_shape")
+    kept = (
+        "bandwidth_bytes_per_s",
+        "copy_bytes_per_s",
+        "gemv_bytes_per_s",
+        "matmul_flops_per_s",
+        "matmul_shape",
+        "linear_weights",
+        "linear_weight_bytes",
+    )
     return {
         "efficiency": {name: figures.as_dict() for name, figures in per_stage.items()},
         "limits": {

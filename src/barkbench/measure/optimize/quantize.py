@@ -50,8 +50,15 @@ def apply_dynamic_int8(model: torch.nn.Module) -> int:
 
     In place, so the fp32 copy is not kept alive next to the quantized one (it would count in peak memory).
     """
+    return apply_dynamic(model, "int8")
+
+
+def apply_dynamic(model: torch.nn.Module, weights: str) -> int:
+    """Quantize every ``nn.Linear`` of ``model`` in place with ``weights`` ``"int8"`` (``torch.qint8``) or
+    ``"fp16"`` (``torch.float16``: fp16 weights, fp32 arithmetic); returns how many layers became quantized."""
     import torch
 
+    weight_dtype = {"int8": torch.qint8, "fp16": torch.float16}[weights]
     with warnings.catch_warnings():
         # torch.ao.quantization warns that it is deprecated in favour of torchao (and imports modules that use
         # the deprecated torch.jit.script_method); it still works in torch 2.13, and torchao is a heavy extra
@@ -61,7 +68,7 @@ def apply_dynamic_int8(model: torch.nn.Module) -> int:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=weight_dtype, inplace=True)
     return sum(1 for m in model.modules() if isinstance(m, DynamicLinear))
 
 
