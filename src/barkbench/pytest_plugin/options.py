@@ -52,6 +52,32 @@ def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
 
 parse_rounds = positive_int("--bark-rounds")
 parse_threads = positive_int("--bark-threads")
+parse_processes = positive_int("--bark-processes")
+parse_max_rounds = positive_int("--bark-max-rounds", minimum=2)
+
+
+def parse_target_precision(value: str) -> float:
+    try:
+        fraction = float(value.removesuffix("%")) / (100 if value.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--bark-target-precision must be a fraction such as 0.02 (or 2%), got {value!r}"
+        ) from None
+    if not 0 < fraction < 1:
+        raise argparse.ArgumentTypeError(f"--bark-target-precision must be between 0 and 1 (e.g. 0.02), got {value}")
+    return fraction
+
+
+def parse_max_time(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bark-max-time must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"--bark-max-time must be > 0 seconds, got {value}")
+    return seconds
+
+
 parse_warmup_rounds = positive_int("--bark-warmup-rounds", minimum=0)
 _positive_semantic_tokens = positive_int("--bark-semantic-tokens")
 
@@ -270,6 +296,46 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="N",
         help="torch intra-op threads in each variant's worker (default: torch's, one per usable core); recorded "
         "as torch_threads",
+    )
+    group.addoption(
+        "--bark-processes",
+        type=parse_processes,
+        default=1,
+        metavar="P",
+        help="spread each variant's rounds over P fresh worker processes, each with its own load and warm-up and "
+        "--bark-rounds rounds (as pyperf does); per-process means recorded as extra_info process_means_s "
+        "(default: 1)",
+    )
+    group.addoption(
+        "--bark-interleave",
+        action="store_true",
+        default=False,
+        help="run the variants' processes interleaved (A1 B1 C1 A2 B2 C2 ..., as asv's --interleave-processes) so "
+        "slow drift of the machine hits every variant alike; the first benchmark test runs the whole schedule",
+    )
+    group.addoption(
+        "--bark-target-precision",
+        type=parse_target_precision,
+        default=None,
+        metavar="FRACTION",
+        help="add rounds (in each variant's last process) until the 95 %% Student-t interval of the mean latency "
+        "is within FRACTION of the mean (e.g. 0.02), or a cap is hit; recorded as precision_met and "
+        "precision_reason",
+    )
+    group.addoption(
+        "--bark-max-rounds",
+        type=parse_max_rounds,
+        default=None,
+        metavar="N",
+        help="with --bark-target-precision: at most N measured rounds per variant (default: 50)",
+    )
+    group.addoption(
+        "--bark-max-time",
+        type=parse_max_time,
+        default=None,
+        metavar="SECONDS",
+        help="with --bark-target-precision: stop adding rounds once a variant's timed rounds took SECONDS "
+        "(default: 600)",
     )
     group.addoption(
         "--bark-remeasure-limits",

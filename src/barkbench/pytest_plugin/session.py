@@ -17,6 +17,7 @@ import signal
 import statistics
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,9 @@ import pytest
 
 from barkbench import stats as bstats
 from barkbench.measure import device as device_mod
-from barkbench.measure import noise, sources
+from barkbench.measure import noise, schedule, sources
 from barkbench.measure.optimize import VariantUnsupported, unsupported_reason
-from barkbench.measure.runner import RoundResult, RunSpec
+from barkbench.measure.runner import RoundResult, RunnerInfo, RunSpec
 from barkbench.measure.summary import summarize
 from barkbench.measure.worker import VariantFailed, WorkerProcess, start_runner
 from barkbench.measure.workload import Workload, WorkloadError
@@ -67,6 +68,14 @@ class BenchConfig:
     threads: int | None = None
     #: --bark-round-timeout: seconds a worker's call may take before it is killed (None: from the warm-up).
     round_timeout_s: float | None = None
+    #: --bark-processes: fresh worker processes per variant, each with its own warm-up and ``rounds`` rounds.
+    processes: int = 1
+    #: --bark-interleave: every variant's first process, then every variant's second, ... (``processes.py``).
+    interleave: bool = False
+    #: --bark-target-precision / --bark-max-rounds / --bark-max-time: adaptive rounds (None: fixed rounds).
+    target_precision: float | None = None
+    max_rounds: int | None = None
+    max_time_s: float | None = None
     #: --bark-prompts / --bark-voice / --bark-long-form, checked: ``workload.workload_from_files``'s fields.
     workload_fields: dict[str, Any] = field(default_factory=dict, compare=False)
     #: --bark-quality (or --bark-quality-gates): measure each variant's drift from the fp32 eager reference.
@@ -87,6 +96,8 @@ class BenchConfig:
             dedupe([v for values in chosen for v in values]) if chosen else default_variants(device_type, half_native)
         )
         rounds = config.getoption("bark_rounds") or DEFAULT_ROUNDS.get(model, DEFAULT_ROUNDS_OTHER)
+        if (config.getoption("bark_processes", None) or 1) > 1 and config.getoption("bark_isolation") != "process":
+            raise pytest.UsageError("--bark-processes needs a fresh worker process per run; drop --bark-isolation off")
         shard: Shard | None = config.getoption("bark_shard", None)
         return cls(
             model=model,
@@ -103,6 +114,11 @@ class BenchConfig:
             fixed_length=config.getoption("bark_fixed_length"),
             threads=config.getoption("bark_threads", None),
             round_timeout_s=config.getoption("bark_round_timeout", None),
+            processes=config.getoption("bark_processes", None) or 1,
+            interleave=bool(config.getoption("bark_interleave", False)),
+            target_precision=config.getoption("bark_target_precision", None),
+            max_rounds=config.getoption("bark_max_rounds", None),
+            max_time_s=config.getoption("bark_max_time", None),
             workload_fields=_workload_fields(config, source),
             quality=bool(config.getoption("bark_quality", False) or config.getoption("bark_quality_gates", None)),
         )
@@ -153,15 +169,40 @@ def _workload_fields(config: pytest.Config, source: sources.ModelSource | None) 
 
 
 class Progress:
-    """One terminal line per loaded variant and per round, so a long run shows where it is."""
+    """One terminal line per loaded variant and per round, so a long run shows where it is: the step, the time
+    since the run began and an estimate of what is left for the variant and for the run (``schedule.estimate``).
+    On an interactive terminal the line is rewritten in place (a live bar); otherwise (CI, a pipe) each step is
+    a line of its own."""
 
-    def __init__(self, config: pytest.Config | None, variant_id: str, warmup: int, rounds: int, enabled: bool) -> None:
+    def __init__(
+        self,
+        config: pytest.Config | None,
+        variant_id: str,
+        warmup: int,
+        rounds: int,
+        enabled: bool,
+        clock: schedule.RunClock | None = None,
+        processes: int = 1,
+    ) -> None:
         self._reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
         self._capture = config.pluginmanager.get_plugin("capturemanager") if config else None
         self._variant_id = variant_id
-        self._steps = [f"warm-up {i + 1}/{warmup}" for i in range(warmup)] if enabled else []
-        self._steps += [f"round {i + 1}/{rounds}" for i in range(rounds)] if enabled else ["run 1/1"]
+        self._clock = clock
+        self._processes = processes if enabled else 1
+        self._steps_per_process = (warmup + rounds) if enabled else 1
+        self._steps: list[str] = []
+        for p in range(self._processes):
+            prefix = f"process {p + 1}/{processes} " if self._processes > 1 else ""
+            self._steps += [f"{prefix}warm-up {i + 1}/{warmup}" for i in range(warmup)] if enabled else []
+            self._steps += [f"{prefix}round {i + 1}/{rounds}" for i in range(rounds)] if enabled else ["run 1/1"]
         self._done = 0
+        #: Wall seconds of this process's calls so far (from one step's announcement to the next).
+        self._calls: list[float] = []
+        self._step_started: float | None = None
+        self._process_started: float | None = None
+        self._process_calls = 0
+        self._live = bool(self._reporter is not None and getattr(self._reporter, "isatty", False))
+        self._line_open = False
 
     def warn(self, message: str) -> None:
         """A line about the variant outside the round steps (e.g. its figures failed the noise checks)."""
@@ -172,17 +213,81 @@ class Progress:
         return self._steps[self._done - 1] if 0 < self._done <= len(self._steps) else None
 
     def next_round(self) -> None:
+        now = self._clock.now() if self._clock else None
+        if self._clock is not None and now is not None:
+            self._clock.start()
+            if self._step_started is not None:
+                self._calls.append(now - self._step_started)
+            if self._process_started is None:
+                self._process_started = now
+            self._step_started = now
+            self._process_calls += 1
         step = self._steps[self._done] if self._done < len(self._steps) else f"call {self._done + 1}"
         self._done += 1
-        self._write(f"[barkbench] {self._variant_id}: {step}")
+        line = f"[barkbench] {self._variant_id}: {step}"
+        if self._clock is not None:
+            line += f" ({schedule.format_eta(self._eta())})"
+        self._write(line, live=True)
 
-    def _write(self, line: str, **markup: bool) -> None:
+    def _eta(self) -> schedule.Eta:
+        assert self._clock is not None
+        per = self._steps_per_process
+        # Steps left in this process (the one announced now included); processes of this variant not started.
+        in_process = (self._done - 1) % per if per else 0
+        calls_left = max(0, per - in_process) if self._done <= len(self._steps) else 1
+        process_index = (self._done - 1) // per if per else 0
+        later = max(0, self._processes - process_index - 1)
+        return self._clock.eta(self._calls, calls_left, later)
+
+    def process_done(self) -> None:
+        """A worker process's calls are over: its last call's time and its whole wall time go to the clock (the
+        next process of this variant starts its own; another variant's may run in between)."""
+        if self._clock is None or self._step_started is None:
+            return
+        now = self._clock.now()
+        self._calls.append(now - self._step_started)
+        if self._process_started is not None:
+            self._clock.process_finished(now - self._process_started, self._process_calls)
+        self._step_started = self._process_started = None
+        self._calls = []
+        self._process_calls = 0
+
+    def start_process(self, started: float) -> None:
+        """The worker process about to be timed started loading at ``started`` (the clock's time): its load
+        counts in the process's wall time."""
+        self._process_started = started
+
+    def close(self) -> None:
+        """End the live line (the next output starts on a line of its own)."""
+        reporter = self._reporter
+        if self._line_open and reporter is not None:
+            self._emit(lambda: reporter.write("\n"))
+            self._line_open = False
+
+    def _write(self, line: str, live: bool = False, **markup: bool) -> None:
         if self._reporter is None:
             return
+        reporter = self._reporter
+        if live and self._live:
+
+            def rewrite() -> None:
+                if not self._line_open:
+                    reporter.ensure_newline()  # off pytest's own line (the file name, the status letters)
+                reporter.rewrite(line, erase=True)
+
+            self._emit(rewrite)
+            self._line_open = True
+            return
+        if self._line_open:
+            self._emit(lambda: reporter.write("\n"))
+            self._line_open = False
+        self._emit(lambda: reporter.write_line(line, **markup))
+
+    def _emit(self, write: Callable[[], None]) -> None:
         # The test's output is captured at the file-descriptor level; suspend it as pytest's live logging does.
         suspended = self._capture.global_and_fixture_disabled() if self._capture else contextlib.nullcontext()
         with suspended:
-            self._reporter.write_line(line, **markup)
+            write()
 
 
 @dataclass
@@ -207,6 +312,12 @@ class BarkSession:
     interrupted: tuple[str, str] | None = None
     #: Files pytest-benchmark wrote this session (--benchmark-json, autosave), for the line after an interrupt.
     saved_paths: list[str] = field(default_factory=list)
+    #: Elapsed time and what finished, for the progress lines' estimate of what is left.
+    clock: schedule.RunClock = field(default_factory=schedule.RunClock)
+    #: Ids of the collected --bark-variants tests, in run order: what --bark-interleave schedules.
+    collected_variants: list[str] = field(default_factory=list)
+    #: --bark-interleave: the session's schedule, run by the first benchmark test (``processes.InterleavedRun``).
+    _interleaved: Any = None
     _config: BenchConfig | None = None
     _machine_facts: noise.MachineFacts | None = None
 
@@ -223,7 +334,21 @@ class BarkSession:
 
     def progress(self, variant_id: str, enabled: bool) -> Progress:
         cfg = self.config
-        return Progress(self.pytest_config, variant_id, cfg.warmup_rounds, cfg.rounds, enabled)
+        return Progress(
+            self.pytest_config, variant_id, cfg.warmup_rounds, cfg.rounds, enabled, self.clock, cfg.processes
+        )
+
+    def interleaved_run(self, bench: BarkBench) -> Any:
+        """The interleaved schedule of every collected variant this machine supports, run on first use."""
+        if self._interleaved is None:
+            from barkbench.pytest_plugin import processes
+
+            by_id = {v.id: v for v in bench.config.variants}
+            chosen = [by_id[i] for i in self.collected_variants if i in by_id]
+            supported = [v for v in chosen if not unsupported_reason(v, bench.config.device_type)]
+            self._interleaved = processes.InterleavedRun(bench, supported)
+            self._interleaved.run()
+        return self._interleaved
 
     # -- hooks -------------------------------------------------------------------------------------------------
 
@@ -258,6 +383,15 @@ class BarkSession:
             bs.save_data = True
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:
+            callspec = getattr(item, "callspec", None)
+            variant_id = callspec.params.get("bark_variant") if callspec is not None else None
+            if isinstance(variant_id, str) and variant_id not in self.collected_variants:
+                self.collected_variants.append(variant_id)
+        if self.collected_variants:
+            cfg = self.config
+            self.clock.planned = len(self.collected_variants) * cfg.processes
+            self.clock.calls_per_process = cfg.warmup_rounds + cfg.rounds
         if any("bark_variant" in getattr(item, "fixturenames", ()) for item in session.items):
             startup_checks(session.config)
             self._check_batch_memory()
@@ -425,6 +559,7 @@ def startup_checks(config: pytest.Config) -> None:
         _check_writable(cache, setting, "set BARKBENCH_CACHE to a writable folder")
 
 
+
 def _check_writable(folder: Path, what: str, fix: str) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -466,6 +601,8 @@ class BarkBench:
         cfg = self.config
         reason = unsupported_reason(variant, cfg.device_type)
         if reason:
+            if self.session is not None:
+                self.session.clock.drop(cfg.processes)
             pytest.skip(reason)
         try:
             workload = cfg.workload(variant, prompts)
@@ -488,7 +625,14 @@ class BarkBench:
                 **workload.as_extra_info(),
             }
         )
+        from barkbench.pytest_plugin import processes
+
+        if processes.wants_engine(self, benchmark):
+            # Several processes, interleaved or adaptive: timed by barkbench, recorded in pytest-benchmark after.
+            return processes.run_variant(self, benchmark, variant, workload)
         reference = self._reference(variant, workload) if cfg.quality else None
+        clock = self.session.clock if self.session is not None else None
+        load_started = clock.now() if clock is not None else None
         try:
             runner = start_runner(
                 cfg.spec(variant, workload), isolated=cfg.isolated, round_timeout_s=cfg.round_timeout_s
@@ -511,7 +655,9 @@ class BarkBench:
             results.append(runner.generate())
 
         pytest_config = self.session.pytest_config if self.session else None
-        progress = Progress(pytest_config, variant.id, cfg.warmup_rounds, cfg.rounds, benchmark.enabled)
+        progress = Progress(pytest_config, variant.id, cfg.warmup_rounds, cfg.rounds, benchmark.enabled, clock)
+        if load_started is not None:
+            progress.start_process(load_started)
 
         # Other processes' CPU time and the load, over the measured rounds only (from the first measured round's
         # setup to the end): what the noise checks hold the rounds to.
@@ -545,6 +691,7 @@ class BarkBench:
                 benchmark.pedantic(
                     one_round, setup=setup, rounds=cfg.rounds, warmup_rounds=cfg.warmup_rounds, iterations=1
                 )
+            progress.process_done()
             if cfg.wav_dir:
                 wav = Path(cfg.wav_dir).resolve() / f"{variant.id}.wav"
                 wav.parent.mkdir(parents=True, exist_ok=True)
@@ -562,22 +709,35 @@ class BarkBench:
             raise
         finally:
             runner.close()
+            progress.close()
         measured = results[-cfg.rounds :] if benchmark.enabled else results
+        usage = sampler.usage
+        self._record_figures(benchmark, variant, measured, runner.info, usage, progress)
+        return measured
+
+    def _record_figures(
+        self,
+        benchmark: Any,
+        variant: Variant,
+        measured: list[RoundResult],
+        info: RunnerInfo,
+        cpu_usage: bstats.CpuUsage | None,
+        progress: Progress,
+    ) -> None:
+        """The variant's figures from its measured rounds and pytest-benchmark's stats, into ``extra_info``."""
         stats: Any = getattr(benchmark, "stats", None)
         mean = stats.stats.mean if benchmark.enabled and stats is not None else None
-        stddev = stats.stats.stddev if mean is not None and cfg.rounds > 1 else None
-        figures = replace(
-            summarize(measured, variant.batch_size, mean, stddev), torch_threads=runner.info.torch_threads
-        )
+        stddev = stats.stats.stddev if mean is not None and len(stats.stats.data) > 1 else None
+        figures = replace(summarize(measured, variant.batch_size, mean, stddev), torch_threads=info.torch_threads)
         if mean is not None:
             # The timings pytest-benchmark stores, so a report re-checking them reads the same numbers.
-            check = bstats.check_noise(list(stats.stats.data), sampler.usage)
-            usage = sampler.usage.as_dict() if sampler.usage else None
+            check = bstats.check_noise(list(stats.stats.data), cpu_usage)
+            usage = cpu_usage.as_dict() if cpu_usage else None
             figures = replace(figures, noise=check.as_dict(), cpu_usage=usage)
             if check.unstable:
                 progress.warn(f"unstable: {check.summary}")
         benchmark.extra_info.update(figures.to_extra_info(), status="ok")
-        machine_limits = runner.info.limits
+        machine_limits = info.limits
         if machine_limits.get("error"):
             benchmark.extra_info["limits_error"] = machine_limits["error"]
         elif machine_limits:
@@ -595,16 +755,15 @@ class BarkBench:
             # Long-form: each piece's mean seconds over the rounds, in order; the latency is their total.
             pieces = zip(*(r.segment_seconds for r in measured), strict=True)
             benchmark.extra_info["segment_seconds"] = [statistics.fmean(p) for p in pieces]
-        if runner.info.first_call_seconds is not None:
+        if info.first_call_seconds is not None:
             # The compiling first call, and its excess over the steady state: the cost of compilation.
             steady = statistics.fmean(r.seconds for r in measured)
             benchmark.extra_info.update(
-                first_call_seconds=runner.info.first_call_seconds,
-                compile_seconds=max(0.0, runner.info.first_call_seconds - steady),
+                first_call_seconds=info.first_call_seconds,
+                compile_seconds=max(0.0, info.first_call_seconds - steady),
             )
         if self.session is not None:
             self.session.completed.append(dict(benchmark.extra_info))
-        return measured
 
     def _record_interrupted(
         self, benchmark: Any, variant_id: str, exc: BaseException, step: str, finished_rounds: int
