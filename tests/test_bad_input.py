@@ -8,6 +8,7 @@ about measurement run in-process (``--bark-isolation off``) with one intra-op th
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -100,45 +101,181 @@ def test_nonsense_options_are_a_one_line_usage_error(bench, args, message):
 # -- model sources ----------------------------------------------------------------------------------------------
 
 
-def test_a_corrupt_model_folder_fails_each_variant_in_one_recorded_line(bench, tiny_dir):
-    corrupt = bench.mkdir("corrupt-model")
-    for item in tiny_dir.iterdir():
-        data = item.read_bytes()
-        # Truncated weights, as an interrupted download or copy leaves them.
-        (corrupt / item.name).write_bytes(data[:1000] if item.name == "model.safetensors" else data)
-    out = bench.path / "run.json"
-    result = run(
-        bench, *IN_PROCESS, "--bark-model", str(corrupt), "--bark-variants", "baseline", f"--benchmark-json={out}"
-    )
-    result.assert_outcomes(failed=1)
-    line = f"eager-fp32-bs1: model folder {corrupt} is corrupt (Error while deserializing header*"
-    result.stdout.fnmatch_lines([f"*{line}"])
-    info = benchmarks_by_variant(out)["eager-fp32-bs1"]["extra_info"]
-    assert info["status"] == "failed" and "is corrupt" in info["error"] and "\n" not in info["error"]
+# Checked once at start, from the files alone (config.json read with json, weight files listed, safetensors
+# headers checked against the file size): a broken folder or an offline hub id not in the cache is one line before
+# any worker starts, never a traceback per variant.
+
+BARK_CONFIG = json.dumps({"model_type": "bark"}).encode()
 
 
-def test_a_hub_id_without_network_or_cache_fails_in_one_recorded_line(bench, monkeypatch, tmp_path):
-    # An empty hub cache, offline (tests/conftest.py sets HF_HUB_OFFLINE=1): nothing to find, nothing to fetch.
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+def _weights() -> bytes:
+    import numpy as np
+    from safetensors.numpy import save
+
+    return save({"w": np.zeros(4, dtype=np.float32)})
+
+
+def _zip() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("archive/data.pkl", b"x" * 200)
+    return buffer.getvalue()
+
+
+def _shard_index(*shards: str) -> bytes:
+    return json.dumps({"weight_map": {f"t{i}": shard for i, shard in enumerate(shards)}}).encode()
+
+
+def _make_folder(folder: Path, files: dict[str, bytes | None]) -> Path:
+    """``files``: name -> content; None makes a directory of that name (a file no one can read as one)."""
+    folder.mkdir(parents=True)
+    for name, data in files.items():
+        if data is None:
+            (folder / name).mkdir()
+        else:
+            (folder / name).write_bytes(data)
+    return folder
+
+
+SHARDS = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
+BROKEN_FOLDERS = {
+    "no config": ({"model.safetensors": _weights()}, "has no config.json (not a saved BarkModel); save one with"),
+    "config unreadable": (
+        {"config.json": None, "model.safetensors": _weights()},
+        "cannot be read (config.json: Is a directory); make its files readable or use 'tiny'",
+    ),
+    "config not JSON": (
+        {"config.json": b'{"model_type": "ba', "model.safetensors": _weights()},
+        "is corrupt (config.json is not valid JSON: Unterminated string",
+    ),
+    "another model": (
+        {"config.json": b'{"model_type": "bert"}', "model.safetensors": _weights()},
+        "does not hold a Bark model (config.json has model_type 'bert', not 'bark'); pass a folder saved from a",
+    ),
+    "no weights": (
+        {"config.json": BARK_CONFIG, "generation_config.json": b"{}"},
+        "has no weights (none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, ",
+    ),
+    "truncated safetensors": (
+        {"config.json": BARK_CONFIG, "model.safetensors": _weights()[:-2]},
+        "is corrupt (model.safetensors: Error while deserializing header",
+    ),
+    "missing shard": (
+        {"config.json": BARK_CONFIG, "model.safetensors.index.json": _shard_index(*SHARDS), SHARDS[0]: _weights()},
+        f"is corrupt ({SHARDS[1]}, named in model.safetensors.index.json, is missing)",
+    ),
+    "empty bin": ({"config.json": BARK_CONFIG, "pytorch_model.bin": b""}, "is corrupt (pytorch_model.bin is empty)"),
+    "truncated bin": (
+        {"config.json": BARK_CONFIG, "pytorch_model.bin": _zip()[:-30]},
+        "is corrupt (pytorch_model.bin is a truncated zip archive); re-save it with model.save_pretrained(folder)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_FOLDERS)
+def test_a_broken_model_folder_is_named_from_its_files_in_one_line(tmp_path, case):
+    files, message = BROKEN_FOLDERS[case]
+    folder = _make_folder(tmp_path / "model", files)
+    with pytest.raises(sources.SourceError) as info:
+        sources.check_source(sources.parse_model_source(str(folder)))
+    assert str(info.value).startswith(f"model folder {folder} {message}"), str(info.value)
+    assert "\n" not in str(info.value) and str(info.value).endswith("or use 'tiny'")
+
+
+def test_whole_model_folders_pass_the_check(tmp_path, tiny_dir):
+    whole = _make_folder(tmp_path / "whole", {"config.json": BARK_CONFIG, "model.safetensors": _weights()})
+    sharded = _make_folder(
+        tmp_path / "sharded",
+        {"config.json": BARK_CONFIG, "model.safetensors.index.json": _shard_index(*SHARDS)}
+        | dict.fromkeys(SHARDS, _weights()),
+    )
+    for folder in (whole, sharded, tiny_dir):  # tiny_dir: a real BarkModel.save_pretrained folder
+        sources.check_source(sources.parse_model_source(str(folder)))
+
+
+def _hub_cache(root: Path, repo_id: str, files: dict[str, bytes]) -> Path:
+    """A local hub cache holding ``files`` of ``repo_id`` at ``main``, laid out as huggingface_hub writes it."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    _make_folder(repo / "snapshots" / commit, files)
+    return root
+
+
+def test_an_offline_hub_id_is_looked_up_in_the_local_hub_cache(tmp_path):
+    from huggingface_hub import constants
+
+    assert constants.HF_HUB_OFFLINE, "tests/conftest.py sets HF_HUB_OFFLINE=1 before anything imports the hub"
+    repo_id = "barkbench-test/bark"
+    source = sources.parse_model_source(repo_id)
+    fix = f"; download it once with network access (hf download {repo_id}), or use --bark-model tiny"
+    empty = tmp_path / "empty"
+    with pytest.raises(sources.SourceError) as info:
+        sources.check_source(source, hub_cache=empty)
+    expected = f"cannot load {repo_id!r}: the hub is offline (HF_HUB_OFFLINE) and it is not in the local hub cache"
+    assert str(info.value) == f"{expected} {empty}{fix}"
+    # Its config cached, its weights never downloaded: the cached copy is checked like a folder.
+    partial = _hub_cache(tmp_path / "partial", repo_id, {"config.json": BARK_CONFIG})
+    with pytest.raises(sources.SourceError, match=r"its copy in the local hub cache \(.*\) has no weights \(none"):
+        sources.check_source(source, hub_cache=partial)
+    whole = _hub_cache(tmp_path / "whole", repo_id, {"config.json": BARK_CONFIG, "model.safetensors": _weights()})
+    sources.check_source(source, hub_cache=whole)
+    with pytest.raises(sources.SourceError, match=r"^--bark-model 'bad id!' is neither an existing folder nor a hub"):
+        sources.check_source(sources.parse_model_source("bad id!"))
+
+
+def test_the_source_check_imports_neither_torch_nor_transformers(tmp_path):
+    # It runs in the pytest process, which never loads a model.
+    import subprocess
+    import sys
+
+    broken = _make_folder(tmp_path / "model", {"config.json": BARK_CONFIG, "model.safetensors": _weights()[:-2]})
+    code = (
+        "import sys\nfrom barkbench.measure import sources\n"
+        f"for spec in ({str(broken)!r}, 'barkbench-test/not-cached'):\n"
+        "    try:\n        sources.check_source(sources.parse_model_source(spec))\n"
+        "    except sources.SourceError as exc:\n        print(str(exc)[:40])\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    folder_error, hub_error, imported = done.stdout.splitlines()
+    assert folder_error.startswith("model folder ") and hub_error.startswith("cannot load 'barkbench-test/"), done
+    assert imported == "[]", done.stdout + done.stderr
+
+
+def test_a_library_error_on_a_whole_folder_stays_the_library_error(tiny_dir):
+    # Bark has no SDPA attention in transformers: its ValueError names that, and must not become "corrupt".
+    folder = sources.parse_model_source(str(tiny_dir))
+    with pytest.raises(ValueError, match="does not support an attention implementation") as info:
+        sources.load_model(folder, attn_implementation="sdpa")
+    assert not isinstance(info.value, sources.SourceError)
+
+
+@pytest.mark.parametrize("case", ["corrupt folder", "offline hub id"])
+def test_a_broken_model_source_fails_the_session_once_before_any_variant(bench, monkeypatch, tmp_path, case):
+    if case == "corrupt folder":
+        folder = _make_folder(tmp_path / "model", {"config.json": BARK_CONFIG, "model.safetensors": _weights()[:10]})
+        model, message = str(folder), f"ERROR: model folder {folder} is corrupt (model.safetensors: Error while"
+    else:
+        # An empty hub cache, offline (tests/conftest.py sets HF_HUB_OFFLINE=1): nothing to find, nothing to fetch.
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        model = "barkbench-test/not-cached"
+        message = f"ERROR: cannot load {model!r}: the hub is offline (HF_HUB_OFFLINE) and it is not in the local hub"
     out = bench.path / "run.json"
     result = run(
-        bench,
-        *IN_PROCESS,
-        "--bark-model",
-        "barkbench-test/not-cached",
-        "--bark-variants",
-        "baseline",
-        f"--benchmark-json={out}",
+        bench, "--bark-model", model, "--bark-variants", "baseline;sdpa", f"--benchmark-json={out}", timeout=120
     )
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*eager-fp32-bs1: cannot load 'barkbench-test/not-cached': the hub is unreachable or offline and it is "
-            "not in the local cache*; download it once with network access, or use --bark-model tiny"
-        ]
-    )
-    info = benchmarks_by_variant(out)["eager-fp32-bs1"]["extra_info"]
-    assert info["status"] == "failed" and "not in the local cache" in info["error"]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str() + result.stderr.str()
+    (line,) = [x for x in text.splitlines() if x.startswith("ERROR:")]
+    assert line.startswith(message) and line.endswith("or use --bark-model tiny" if "hub" in case else "use 'tiny'")
+    # Nothing ran: no variant's progress, no worker, no traceback.
+    assert "[barkbench]" not in text and "Traceback" not in text and "eager-fp32-bs1" not in text
 
 
 # -- prompts -----------------------------------------------------------------------------------------------------
@@ -185,6 +322,9 @@ def test_an_out_of_memory_variant_is_recorded_failed_and_the_run_goes_on(bench, 
     monkeypatch.setenv(FAIL_VARIANT_ENV, "sdpa-fp32-bs1:oom")
     out = bench.path / "run.json"
     store = bench.path / "store"
+    # A budgets file whose one pattern (a typo: cuda on this CPU run) matches no measured variant.
+    budgets = bench.path / "budgets.toml"
+    budgets.write_text('["tiny"."cuda"."eager-*"]\npeak_memory_ratio = 1.5\n')
     result = run(
         bench,
         "--bark-variants",
@@ -193,8 +333,20 @@ def test_an_out_of_memory_variant_is_recorded_failed_and_the_run_goes_on(bench, 
         "-rs",
         "--benchmark-autosave",
         f"--benchmark-storage=file://{store}",
+        "--bark-budgets",
+        str(budgets),
     )
     result.assert_outcomes(passed=1, failed=1, skipped=1)
+    # A user error is one line: the worker's traceback is in the log file the line names, not on the terminal.
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text and "During handling" not in text
+    (log,) = {Path(x.rpartition("(traceback in ")[2].split(")")[0]) for x in text.splitlines() if "traceback in" in x}
+    assert "Traceback" in log.read_text() and "OutOfMemoryError: injected by" in log.read_text()
+    # The budget gate matched nothing: it fails the session, naming the patterns and what was measured.
+    (gate,) = [x for x in result.stdout.lines if x.startswith("FAILED: no budget in ")]
+    assert 'patterns ["tiny"."cuda"."eager-*"]' in gate and gate.endswith(
+        "measured tiny cpu eager-fp32-bs1; the session fails"
+    )
     result.stdout.fnmatch_lines(
         [
             "*sdpa-fp32-bs1: out of memory: OutOfMemoryError: injected by BARKBENCH_FAIL_VARIANT*",

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,28 +275,155 @@ def load_model(source: ModelSource, **kwargs: Any) -> Any:
         raise _explain_load_error(source, exc) from exc
     # A truncated or garbled weights file raises SafetensorError, which is neither a ValueError nor an OSError.
     except (ValueError, RuntimeError, SafetensorError) as exc:
-        # Only a folder whose files do not read is called corrupt: a library's own ValueError (an attention
-        # implementation a sub-model lacks, a dtype it refuses) propagates as the error it is.
-        if source.kind == "hub" or not isinstance(exc, SafetensorError) and folder_files_read(location):
+        if source.kind == "hub":
+            raise
+        # Only a folder whose files do not read is called broken, with what is wrong with it: a library's own
+        # ValueError (an attention implementation a sub-model lacks, a dtype it refuses) on a folder that reads
+        # propagates as the error it is.
+        problem = folder_problem(Path(location))
+        if problem is None and not isinstance(exc, SafetensorError):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SourceError(f"model folder {source.spec} is corrupt ({first}); re-save it or use 'tiny'") from exc
+        what = f"{problem.problem}; {problem.fix}" if problem else f"is corrupt ({first}); {_RESAVE}"
+        raise SourceError(f"model folder {source.spec} {what}") from exc
 
 
 def folder_files_read(folder: str) -> bool:
-    """Whether a saved model folder's config parses and every safetensors file's header and size are whole
-    (``safe_open`` checks the data offsets against the file): cheap, and enough to tell corruption apart."""
-    from safetensors import safe_open
+    """Whether a saved model folder's config parses as Bark's and its weight files are whole (``folder_problem``)."""
+    return folder_problem(Path(folder)) is None
 
-    path = Path(folder)
+
+#: The weight files ``from_pretrained`` reads; a saved folder holds one at least (an index names its shards).
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+_RESAVE = "re-save it with model.save_pretrained(folder) or use 'tiny'"
+
+
+@dataclass(frozen=True)
+class FolderProblem:
+    """Why a saved model folder cannot load (``problem`` follows the folder's name) and what to do about it."""
+
+    problem: str
+    fix: str
+
+
+def folder_problem(folder: Path) -> FolderProblem | None:
+    """What keeps ``folder`` from loading as a BarkModel, found by reading its files, not by loading them: the
+    config parsed with ``json`` (its ``model_type`` must be ``bark``), the weight files listed, each safetensors
+    file's header checked against its size (``safe_open``), a zip-format ``.bin`` checked for its directory. None:
+    it reads. Imports neither torch nor transformers, so the pytest process can run it at start-up."""
+    if not folder.is_dir():
+        return FolderProblem("does not exist", "pass an existing folder or 'tiny'")
+    config = folder / "config.json"
+    if not config.exists():
+        return FolderProblem(
+            "has no config.json (not a saved BarkModel)", "save one with model.save_pretrained(folder) or use 'tiny'"
+        )
     try:
-        json.loads((path / "config.json").read_text())
-        for weights in path.glob("*.safetensors"):
-            with safe_open(str(weights), framework="pt") as handle:
+        parsed = json.loads(config.read_bytes())
+        model_type = parsed.get("model_type") if isinstance(parsed, dict) else None
+        if model_type != "bark":
+            return FolderProblem(
+                f"does not hold a Bark model (config.json has model_type {model_type!r}, not 'bark')",
+                "pass a folder saved from a BarkModel or use 'tiny'",
+            )
+        present = [folder / name for name in WEIGHT_FILES if (folder / name).exists()]
+        if not present:
+            return FolderProblem(f"has no weights (none of {', '.join(WEIGHT_FILES)})", _RESAVE)
+        for weights in present:
+            broken = _weights_problem(folder, weights)
+            if broken:
+                return FolderProblem(f"is corrupt ({broken})", _RESAVE)
+    except OSError as exc:
+        name = Path(exc.filename).name if exc.filename else "a file"
+        return FolderProblem(f"cannot be read ({name}: {exc.strerror or exc})", "make its files readable or use 'tiny'")
+    except ValueError as exc:  # json's JSONDecodeError, a UnicodeDecodeError
+        return FolderProblem(f"is corrupt (config.json is not valid JSON: {exc})", _RESAVE)
+    return None
+
+
+def _weights_problem(folder: Path, weights: Path) -> str | None:
+    """Why one weight file (or the shards its index names) does not read; None if it does."""
+    from safetensors import SafetensorError, safe_open
+
+    if weights.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(weights.read_bytes())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return f"{weights.name} is not a shard index: {type(exc).__name__}: {exc}"
+        for shard in shards:
+            if not (folder / shard).exists():
+                return f"{shard}, named in {weights.name}, is missing"
+            broken = _weights_problem(folder, folder / shard)
+            if broken:
+                return broken
+        return None
+    if weights.suffix == ".safetensors":
+        try:
+            # The numpy framework: only the header is read (and checked against the file's size); no torch.
+            with safe_open(str(weights), framework="numpy") as handle:
                 handle.keys()
-    except Exception:  # noqa: BLE001 - any failure to read means the files are not whole
-        return False
-    return True
+        except SafetensorError as exc:
+            return f"{weights.name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'unreadable'}"
+        return None
+    with open(weights, "rb") as handle:
+        magic = handle.read(4)
+    if not magic:
+        return f"{weights.name} is empty"
+    # torch.save writes a zip archive (older torch a bare pickle, left to torch.load); a cut one lacks its directory.
+    if magic == b"PK\x03\x04" and not zipfile.is_zipfile(weights):
+        return f"{weights.name} is a truncated zip archive"
+    return None
+
+
+def check_source(source: ModelSource, hub_cache: Path | None = None) -> None:
+    """What can be known about ``source`` before a model loads, checked once at start (``SourceError``, one line
+    with the fix): a folder's files (``folder_problem``); with the hub offline (HF_HUB_OFFLINE), that a hub id is
+    in the local hub cache (``hub_cache``, default huggingface_hub's) and that its cached copy reads. Online, a hub
+    id is left to ``from_pretrained``, which downloads what is missing. Random sources are built in the cache,
+    whose writability is checked elsewhere. Imports neither torch nor transformers."""
+    if source.kind == "folder":
+        problem = folder_problem(Path(source.spec))
+        if problem:
+            raise SourceError(f"model folder {source.spec} {problem.problem}; {problem.fix}")
+    elif source.kind == "hub":
+        _check_hub(source.spec, hub_cache)
+
+
+def _check_hub(repo_id: str, hub_cache: Path | None) -> None:
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as exc:  # huggingface_hub's HFValidationError
+        first = str(exc).strip().splitlines()[0]
+        raise SourceError(
+            f"--bark-model {repo_id!r} is neither an existing folder nor a hub id ({first}); use a hub id such as "
+            "suno/bark-small, a folder or 'tiny'"
+        ) from None
+    if not constants.HF_HUB_OFFLINE:
+        return
+    cache = hub_cache or Path(constants.HF_HUB_CACHE)
+    fix = f"download it once with network access (hf download {repo_id}), or use --bark-model tiny"
+    config = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+    if not isinstance(config, str):
+        raise SourceError(
+            f"cannot load {repo_id!r}: the hub is offline (HF_HUB_OFFLINE) and it is not in the local hub cache "
+            f"{cache}; {fix}"
+        )
+    snapshot = Path(config).parent
+    problem = folder_problem(snapshot)
+    if problem:
+        raise SourceError(
+            f"cannot load {repo_id!r}: the hub is offline (HF_HUB_OFFLINE) and its copy in the local hub cache "
+            f"({snapshot}) {problem.problem}; {fix}"
+        )
 
 
 def _explain_load_error(source: ModelSource, exc: OSError) -> SourceError:

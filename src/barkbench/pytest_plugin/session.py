@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -557,7 +557,21 @@ def startup_checks(config: pytest.Config) -> None:
             else f"the model cache {cache} (from XDG_CACHE_HOME or ~/.cache)"
         )
         _check_writable(cache, setting, "set BARKBENCH_CACHE to a writable folder")
+    if source is not None:
+        # A missing, unreadable or corrupt folder, a hub id not in the offline cache: found once here, from the
+        # files alone (no torch in this process), instead of in every variant's worker after it starts.
+        try:
+            sources.check_source(source)
+        except sources.SourceError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
+
+
+def _fail(message: str) -> NoReturn:
+    """Fail the test in ``message`` alone: ``pytest.fail`` raised in an ``except`` block chains the exception being
+    handled, and pytest prints it too ("During handling of the above exception..."), so a one-line error would
+    show twice."""
+    raise pytest.fail.Exception(message, pytrace=False) from None
 
 
 def _check_writable(folder: Path, what: str, fix: str) -> None:
@@ -607,7 +621,7 @@ class BarkBench:
         try:
             workload = cfg.workload(variant, prompts)
         except WorkloadError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            _fail(str(exc))
         benchmark.group = f"{cfg.model} bs{variant.batch_size}"
         if workload.workload_id != Workload().workload_id:
             # Another workload is another benchmark: its group (and so the comparison key) names it.
@@ -645,10 +659,10 @@ class BarkBench:
             pytest.skip(str(exc))
         except VariantFailed as exc:
             self._record_failure(benchmark, str(exc), exc.kind)
-            pytest.fail(f"{variant.id}: {exc}", pytrace=False)
+            _fail(f"{variant.id}: {exc}")
         except sources.SourceError as exc:
             self._record_failure(benchmark, str(exc), "error")
-            pytest.fail(f"{variant.id}: {exc}", pytrace=False)
+            _fail(f"{variant.id}: {exc}")
         results: list[RoundResult] = []
 
         def one_round() -> None:
@@ -700,7 +714,7 @@ class BarkBench:
                 self._record_quality(benchmark, runner, reference, progress)
         except VariantFailed as exc:
             self._record_failure(benchmark, str(exc), exc.kind)
-            pytest.fail(f"{variant.id}: {exc}", pytrace=False)
+            _fail(f"{variant.id}: {exc}")
         except KeyboardInterrupt as exc:
             if isinstance(runner, WorkerProcess):
                 runner.kill()  # at once: no polite stop to a worker that may be stopped or deadlocked
