@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from barkbench import doctor
 from barkbench.cli import main
-from barkbench.measure import device, optimize
+from barkbench.measure import device, limits, optimize, sources
 from barkbench.variants import PRESETS, Variant, default_variants
 
 Capsys = pytest.CaptureFixture[str]
@@ -19,9 +20,21 @@ def report() -> dict:
     return doctor.facts("cpu")
 
 
-def test_json_reports_the_machine_and_every_preset(report: dict, capsys: Capsys) -> None:
+def test_json_reports_the_machine_and_every_preset(
+    report: dict, capsys: Capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BARKBENCH_CACHE", str(tmp_path))
+    (tmp_path / limits.CACHE_FILE).write_text(json.dumps({"entries": crafted_entries(report)}))
     assert main(["doctor", "--json", "--device", "cpu"]) == 0
     printed = json.loads(capsys.readouterr().out)
+    # The cached limits, read from the file (doctor measures nothing by default), marked by stack.
+    cached = printed["limits"]
+    assert cached["cache_file"] == str(tmp_path / limits.CACHE_FILE)
+    by_weights = {e["linear_weights"]: e for e in cached["entries"]}
+    assert by_weights["fp32"]["bandwidth_bytes_per_s"] == 1.2e10 and by_weights["fp32"]["current"]
+    assert by_weights["fp32"]["architecture"] == "bark-small" and "shapes" not in by_weights["fp32"]
+    assert by_weights["int8"]["kernel_step_seconds"] == {"semantic": 0.012, "coarse": 0.013}
+    assert not by_weights["int8"]["current"]  # measured with another torch
     assert printed["device"] == "cpu" and printed["torch"] == report["torch"]
     assert {p["preset"] for p in printed["presets"]} == set(PRESETS)
     assert {"transformers", "accelerate", "optimum", "flash-attn", "triton", "soundfile"} <= set(printed["packages"])
@@ -78,3 +91,89 @@ def test_the_session_header_says_so_and_asking_by_name_still_runs(bench_pytester
         "bench", "--bark-device", "cpu", "--bark-variants", "bf16", "--collect-only", "-q", timeout=120
     )
     named.stdout.fnmatch_lines(["*test_generate?eager-bf16-bs1?*"])
+
+
+SMALL = {"layers": 12, "heads": 12, "hidden": 768, "input_vocab": 10048, "output_vocab": 10048}
+
+
+def crafted_entries(report: dict) -> dict:
+    """Two cache entries as the probe writes them: fp32 with this stack, int8 weights with another torch."""
+    versions = {"torch": report["torch"], "transformers": report["packages"]["transformers"]}
+    base = {
+        "device": "cpu",
+        "device_name": "x86_64",
+        "cpu_model": "Crafted CPU 9000",
+        "dtype": "fp32",
+        "threads": 2,
+        "batch": 1,
+        "shapes": {"semantic": SMALL, "coarse": SMALL},
+        "measured_at": "2026-11-26T01:00:00+00:00",
+    }
+    return {
+        "a": {
+            **base,
+            "linear_weights": "fp32",
+            "copy_bytes_per_s": 1.1e10,
+            "gemv_bytes_per_s": 1.2e10,
+            "bandwidth_bytes_per_s": 1.2e10,
+            "matmul_flops_per_s": 2.5e11,
+            "kernel_step_seconds": {"semantic": 0.0185, "coarse": 0.019},
+            "versions": versions,
+        },
+        "b": {
+            **base,
+            "linear_weights": "int8",
+            "copy_bytes_per_s": 1.1e10,
+            "gemv_bytes_per_s": 7.7e9,
+            "bandwidth_bytes_per_s": 1.1e10,
+            "matmul_flops_per_s": 4e11,
+            "kernel_step_seconds": {"semantic": 0.012, "coarse": 0.013},
+            "versions": {**versions, "torch": "0.0-older"},
+        },
+    }
+
+
+def test_text_shows_the_cached_limits(report: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BARKBENCH_CACHE", str(tmp_path))
+    assert doctor.limits_lines(doctor.limits_facts(report["torch"], None))[1:] == [
+        "  none cached yet: a benchmark's worker measures them on its first run, or use --limits"
+    ]
+    (tmp_path / limits.CACHE_FILE).write_text(json.dumps({"entries": crafted_entries(report)}))
+    text = "\n".join(doctor.limits_lines(doctor.limits_facts(report["torch"], report["packages"]["transformers"])))
+    assert "cpu (Crafted CPU 9000) fp32, bark-small, 2 threads, measured 2026-11-26T01:00:00+00:00" in text
+    assert "bandwidth 12 GB/s (copy 11 GB/s, GEMV 12 GB/s), fine matmul 250 GFLOP/s" in text
+    assert "one decode step's matmuls: coarse 19 ms, semantic 18.5 ms" in text
+    assert "fp32, int8 Linear weights, bark-small" in text and "with torch 0.0-older" in text
+    assert text.count("(another stack than this one)") == 1
+
+
+def test_limits_flag_measures_each_variants_kernels_and_stores_them(
+    report: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: Capsys
+) -> None:
+    monkeypatch.setenv("BARKBENCH_CACHE", str(tmp_path))
+    calls: list[tuple] = []
+
+    def measure(device_type: str, dtype: str, shapes: dict, batch: int = 1, **kwargs: object) -> dict:
+        calls.append((device_type, dtype, kwargs.get("weights"), shapes["semantic"].hidden, batch))
+        weights = kwargs.get("weights") or dtype
+        return {"device": device_type, "dtype": dtype, "linear_weights": weights, "bandwidth_bytes_per_s": 1e10}
+
+    monkeypatch.setattr(limits, "measure", measure)
+    spec = "baseline;sdpa;int8;offload;attention=sdpa,batch=2"
+    assert main(["doctor", "--device", "cpu", "--limits", spec, "--limits-model", "tiny"]) == 0
+    # One probe per dtype, weights and batch (sdpa shares the baseline's); offload is skipped with its reason.
+    tiny = sources.ARCHITECTURES["tiny"][2]
+    assert calls == [("cpu", "fp32", None, tiny, 1), ("cpu", "fp32", "int8", tiny, 1), ("cpu", "fp32", None, tiny, 2)]
+    out = capsys.readouterr().out
+    assert "eager-fp32-offload-bs1: not measured: offload needs an accelerator" in out
+    assert out.count("bandwidth 10 GB/s") == 3 and "fp32, int8 Linear weights, tiny" in out
+    # Stored where the benchmarks read them; measured again (not read) on a second --limits.
+    assert len(limits.cached_entries(tmp_path / limits.CACHE_FILE)) == 3
+    assert main(["doctor", "--device", "cpu", "--limits", "--limits-model", "tiny"]) == 0 and len(calls) == 4
+
+
+def test_limits_flag_rejects_what_it_cannot_measure(capsys: Capsys) -> None:
+    assert main(["doctor", "--limits", "nope"]) == 2
+    assert "--limits: unknown variant 'nope'" in capsys.readouterr().err
+    assert main(["doctor", "--limits", "--limits-model", "suno/bark"]) == 2
+    assert "--limits-model 'suno/bark' is not an architecture doctor knows" in capsys.readouterr().err

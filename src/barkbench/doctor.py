@@ -4,7 +4,11 @@ The torch build and its accelerator (read by ``device.probe()``: a child process
 this command creates no CUDA context of its own), the optional pieces (flash-attn, triton, a C compiler and
 Python's headers, accelerate, optimum, soundfile), the installed stack, the CPU's half-precision support and
 threads; then every preset variant with "runs" or the skip reason the benchmark would give: the same function,
-``optimize.unsupported_reason``, not a copy. Always exits 0: it reports, it does not judge.
+``optimize.unsupported_reason``, not a copy; then the machine's limits the benchmarks hold each stage against
+(``measure.limits``): read from the probe's cache file, so the command stays fast. ``--limits [VARIANTS]`` measures
+them now for those variants' dtypes and weights (default: the baseline) on the shapes of ``--limits-model``,
+replacing the cached entries, as a benchmark's worker would on its first run. Always exits 0 (unless the
+``--limits`` arguments are wrong): it reports, it does not judge.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from typing import Any
 HELP = "show what this machine can measure: torch build, devices, optional packages, and each preset's skip reason"
 
 
+#: The architecture ``--limits`` measures by default: the model the README's efficiency table uses.
+DEFAULT_LIMITS_MODEL = "random:bark-small"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
     parser.add_argument(
@@ -28,6 +36,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "cpu", "cuda", "xpu", "mps"),
         default="auto",
         help="judge the presets for this device (default: the one `pytest bench/` would pick)",
+    )
+    parser.add_argument(
+        "--limits",
+        nargs="?",
+        const="baseline",
+        default=None,
+        metavar="VARIANTS",
+        help="measure the machine's limits now (copy bandwidth, decode GEMV, fine GEMM; seconds per variant) for "
+        "the dtypes and int8/fp16 weights of VARIANTS (a --bark-variants value; default: baseline) on --device, "
+        "and store them in the cache the benchmarks read (replacing the cached figures); without it, doctor "
+        "only shows what is cached",
+    )
+    parser.add_argument(
+        "--limits-model",
+        default=DEFAULT_LIMITS_MODEL,
+        metavar="ARCH",
+        help=f"architecture whose shapes --limits measures: tiny, random:bark-small or random:bark (a checkpoint "
+        f"has its architecture's shapes; default: {DEFAULT_LIMITS_MODEL})",
     )
 
 
@@ -43,6 +69,84 @@ def _found(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+class LimitsArgumentError(ValueError):
+    """A ``--limits``/``--limits-model`` value doctor cannot measure; the message says what to give instead."""
+
+
+def _limits_shapes(model: str) -> dict[str, Any]:
+    from barkbench.measure import sources
+    from barkbench.results.efficiency import STAGE_SUBMODELS, SubModelShape
+
+    arch = "tiny" if model == "tiny" else model.removeprefix("random:")
+    if arch not in sources.ARCHITECTURES:
+        names = ", ".join("tiny" if a == "tiny" else f"random:{a}" for a in sources.ARCHITECTURES)
+        raise LimitsArgumentError(
+            f"--limits-model {model!r} is not an architecture doctor knows; use one of {names} (a checkpoint has "
+            "its architecture's shapes)"
+        )
+    config = sources.bark_config_dict(arch)
+    return {stage: SubModelShape.from_config(config[key]) for stage, (_, key) in STAGE_SUBMODELS.items()}
+
+
+def measure_limits(variants_spec: str, model: str, device_type: str) -> list[dict[str, Any]]:
+    """Measure (again) the limits of each variant's dtype and quantized weights; one dict per distinct probe:
+    the entry, or ``skip_reason`` where the variant cannot run here (the benchmark's own reason)."""
+    from barkbench.measure import limits, optimize
+    from barkbench.variants import VariantError, parse_variants
+
+    try:
+        variants = parse_variants(variants_spec)
+    except VariantError as exc:
+        raise LimitsArgumentError(f"--limits: {exc}") from None
+    shapes = _limits_shapes(model)
+    done: dict[tuple[str, str | None, int] | str, dict[str, Any]] = {}
+    for variant in variants:
+        reason = optimize.unsupported_reason(variant, device_type)
+        if reason:
+            done[variant.id] = {"variant": variant.id, "skip_reason": reason}
+            continue
+        weights = None if variant.quantization == "none" else variant.quantization
+        key = (variant.dtype, weights, variant.batch_size)
+        if key in done:
+            continue
+        entry = limits.probe(device_type, variant.dtype, shapes, variant.batch_size, remeasure=True, weights=weights)
+        done[key] = {"variant": variant.id, **entry}
+    return list(done.values())
+
+
+def _architecture(shapes: Any) -> str | None:
+    """The architecture name of a cached entry's shapes (``sources.ARCHITECTURES``), else "L layers × H"."""
+    from barkbench.measure import sources
+
+    semantic = shapes.get("semantic") if isinstance(shapes, dict) else None
+    if not isinstance(semantic, dict):
+        return None
+    found = (semantic.get("layers"), semantic.get("heads"), semantic.get("hidden"))
+    for name, arch in sources.ARCHITECTURES.items():
+        if arch == found:
+            return name
+    return f"{found[0]} layers x {found[2]} hidden"
+
+
+def limits_facts(torch_version: str, transformers_version: str | None) -> dict[str, Any]:
+    """The cached limits entries (a file read), each marked ``current`` when measured with this stack."""
+    from barkbench.measure import limits
+
+    entries = []
+    for entry in limits.cached_entries():
+        versions = entry.get("versions") or {}
+        entries.append(
+            {
+                **{k: v for k, v in entry.items() if k not in ("shapes", "key")},
+                "architecture": _architecture(entry.get("shapes")),
+                "current": versions.get("torch") == torch_version
+                and versions.get("transformers") == transformers_version,
+            }
+        )
+    entries.sort(key=lambda e: (str(e.get("device")), str(e.get("dtype")), str(e.get("measured_at"))))
+    return {"cache_file": str(limits.cache_path()), "entries": entries}
 
 
 def facts(device_choice: str = "auto") -> dict[str, Any]:
@@ -96,6 +200,7 @@ def facts(device_choice: str = "auto") -> dict[str, Any]:
         },
         "default_run_note": CPU_EMULATED_HALF_NOTE if not half_native else None,
         "presets": presets,
+        "limits": limits_facts(torch.__version__, transformers.__version__),
     }
 
 
@@ -133,10 +238,69 @@ def _text(report: dict[str, Any]) -> str:
         else:
             state = f"skipped: {p['skip_reason']}"
         lines.append(f"  {p['variant']:<{width}}  {state}")
+    lines += limits_lines(report["limits"], report.get("limits_measured"))
     return "\n".join(lines)
 
 
+def _rate(value: Any, unit: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "—"
+    return f"{value / 1e9:.3g} G{unit}/s"
+
+
+def limits_lines(limits: dict[str, Any], measured: list[dict[str, Any]] | None = None) -> list[str]:
+    """The limits section of the text report: one line per cached entry (and the skips of ``--limits``)."""
+    lines = [
+        f"machine limits (cached in {limits['cache_file']}; `barkbench doctor --limits [VARIANTS]` measures them):"
+    ]
+    for skipped in measured or []:
+        if skipped.get("skip_reason"):
+            lines.append(f"  {skipped['variant']}: not measured: {skipped['skip_reason']}")
+    if not limits["entries"]:
+        lines.append("  none cached yet: a benchmark's worker measures them on its first run, or use --limits")
+    for e in limits["entries"]:
+        weights = e.get("linear_weights")
+        kind = f"{e.get('dtype')}" + (f", {weights} Linear weights" if weights and weights != e.get("dtype") else "")
+        versions = e.get("versions") or {}
+        # A CPU's device name is its architecture (x86_64): its model says more.
+        name = e.get("cpu_model") if e.get("device") == "cpu" and e.get("cpu_model") else e.get("device_name")
+        stack = f"torch {versions.get('torch')}, transformers {versions.get('transformers')}"
+        kernels = ", ".join(
+            f"{stage} {1000 * seconds:.3g} ms"
+            for stage, seconds in sorted((e.get("kernel_step_seconds") or {}).items())
+        )
+        lines.append(
+            f"  {e.get('device')} ({name}) {kind}, {e.get('architecture') or 'shapes unrecorded'}, "
+            f"{e.get('threads')} threads, measured {e.get('measured_at')} with {stack}"
+            + ("" if e.get("current") else " (another stack than this one)")
+        )
+        lines.append(
+            f"    bandwidth {_rate(e.get('bandwidth_bytes_per_s'), 'B')} "
+            f"(copy {_rate(e.get('copy_bytes_per_s'), 'B')}, GEMV {_rate(e.get('gemv_bytes_per_s'), 'B')}), "
+            f"fine matmul {_rate(e.get('matmul_flops_per_s'), 'FLOP')}"
+            + (f"; one decode step's matmuls: {kernels}" if kernels else "")
+        )
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
+    measured = None
+    if args.limits is not None:
+        from barkbench.measure import device
+
+        chosen = device.device_type() if args.device == "auto" else args.device
+        try:
+            measured = measure_limits(args.limits, args.limits_model, chosen)
+        except LimitsArgumentError as exc:
+            raise _usage_error(str(exc)) from None
     report = facts(args.device)
+    if measured is not None:
+        report["limits_measured"] = measured
     print(json.dumps(report, indent=2, default=str) if args.json else _text(report))
     return 0
+
+
+def _usage_error(message: str) -> Exception:
+    from barkbench.cli import UsageError
+
+    return UsageError(message)

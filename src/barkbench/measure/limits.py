@@ -298,7 +298,11 @@ def probe(
             **measure(device_type, dtype, shapes, batch, weights=weights),
             "key": key,
             "device_name": name,
+            "cpu_model": parts["cpu"],
             "threads": parts["threads"],
+            "batch": batch,
+            # Which model the figures belong to (``barkbench doctor`` names the architecture from them).
+            "shapes": parts["shapes"],
             "versions": parts["versions"],
             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
