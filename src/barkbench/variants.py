@@ -15,8 +15,9 @@ from typing import Any, Literal, get_args
 Attention = Literal["eager", "sdpa", "bettertransformer", "flash_attention_2"]
 Dtype = Literal["fp32", "fp16", "bf16"]
 Offload = Literal["none", "cpu"]
-#: Weight quantization: dynamic int8 of the Linear layers (CPU). Not part of the id unless set.
-Quantization = Literal["none", "int8"]
+#: Weight quantization of the Linear layers, dynamic (CPU, fp32 activations): int8 weights, or fp16 weights
+#: ("fp16", id "-fp16w": half the fp32 bytes, fp32 arithmetic). Not part of the id unless set.
+Quantization = Literal["none", "int8", "fp16"]
 
 #: The KV cache the semantic and coarse sub-models' ``generate`` use: transformers' default DynamicCache (grows
 #: every step) or a StaticCache (preallocated, fixed shapes; ``cache_implementation="static"``).
@@ -32,7 +33,15 @@ QUANTIZATIONS: tuple[Quantization, ...] = get_args(Quantization)
 _ATTENTION_ALIASES = {"bt": "bettertransformer", "fa2": "flash_attention_2", "none": "eager"}
 _DTYPE_ALIASES = {"float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
 _OFFLOAD_ALIASES = {"off": "none", "false": "none", "no": "none", "true": "cpu", "yes": "cpu"}
-_QUANTIZATION_ALIASES = {"off": "none", "false": "none", "no": "none", "qint8": "int8", "dynamic-int8": "int8"}
+_QUANTIZATION_ALIASES = {
+    "off": "none",
+    "false": "none",
+    "no": "none",
+    "qint8": "int8",
+    "dynamic-int8": "int8",
+    "fp16w": "fp16",
+    "fp16-weights": "fp16",
+}
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
 
 
@@ -71,7 +80,7 @@ class Variant:
     def id(self) -> str:
         offload = "-offload" if self.offload == "cpu" else ""
         # Inserted before -bs<N> (reports strip that suffix to find a series); absent at their defaults.
-        int8 = "-int8" if self.quantization == "int8" else ""
+        int8 = {"int8": "-int8", "fp16": "-fp16w"}.get(self.quantization, "")
         compiled = "-compile" if self.compile else ""
         static = "-static" if self.kv_cache == "static" else ""
         return f"{self.attention}-{self.dtype}{int8}{offload}{static}{compiled}-bs{self.batch_size}"
@@ -140,6 +149,10 @@ PRESETS: Mapping[str, Variant] = MappingProxyType(
         "sdpa+int8": Variant(attention="sdpa", quantization="int8"),
         "static-cache": Variant(kv_cache="static"),
         "static-cache+compile": Variant(kv_cache="static", compile=True),
+        # CPU combinations aimed at the decode steps' gap to the machine's limit (README "How close to the limit").
+        "fp16-weights": Variant(quantization="fp16"),
+        "sdpa+fp16-weights": Variant(attention="sdpa", quantization="fp16"),
+        "sdpa+int8+static-cache": Variant(attention="sdpa", quantization="int8", kv_cache="static"),
     }
 )
 
@@ -163,6 +176,10 @@ GROUPS: Mapping[str, tuple[Variant, ...]] = MappingProxyType(
         "cpu": _presets("baseline", "sdpa", "bf16", "sdpa+bf16", "fp16"),
         "modern": _presets(
             "bf16", "sdpa+bf16", "flash_attention_2+bf16", "compile", "sdpa+bf16+compile", "int8", "sdpa+int8"
+        ),
+        # The CPU combination study: which weight/activation formats move a decode stage toward its floor.
+        "cpu-combinations": _presets(
+            "baseline", "sdpa", "sdpa+bf16", "sdpa+int8", "sdpa+fp16-weights", "sdpa+int8+static-cache"
         ),
     }
 )

@@ -1,7 +1,12 @@
-"""The quantization axis: dynamic int8 of the ``nn.Linear`` layers (CPU).
+"""The quantization axis: dynamic int8 (or fp16) weights of the ``nn.Linear`` layers (CPU).
 
 ``torch.ao.quantization.quantize_dynamic`` replaces every ``nn.Linear`` with a dynamically quantized one (int8
-weights, activations quantized per call), CPU kernels only (fbgemm/x86/onednn/qnnpack).
+weights, activations quantized per call; or, with ``dtype=torch.float16``, fp16 weights multiplied in fp32), CPU
+kernels only (fbgemm/x86/onednn/qnnpack; fp16 weights: fbgemm/x86).
+
+Both take fp32 activations only: the kernels (``quantized::linear_dynamic``, ``linear_dynamic_fp16``) raise
+``RuntimeError: expected scalar type Float but found BFloat16`` for a bf16 input (``... found Half`` for fp16), so
+int8 or fp16 weights with bf16 activations is refused (``ACTIVATIONS_REFUSED``) rather than emulated by casts.
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ if TYPE_CHECKING:
     import torch
 
 _QUANTIZED_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
+#: The engines with the fp16-weight kernel (``linear_dynamic_fp16`` is fbgemm's; x86 dispatches to it).
+_FP16_WEIGHT_ENGINES = ("x86", "fbgemm")
+#: What torch's dynamic quantized Linear raises for activations of each non-fp32 dtype (torch 2.13, both stacks).
+ACTIVATIONS_REFUSED = {
+    "bf16": "RuntimeError: expected scalar type Float but found BFloat16",
+    "fp16": "RuntimeError: expected scalar type Float but found Half",
+}
 
 
 def int8_unavailable_reason(device_type: str, dtype: str, offload: str = "none") -> str | None:
@@ -27,7 +39,11 @@ def int8_unavailable_reason(device_type: str, dtype: str, offload: str = "none")
             f"{device_type}: run it with --bark-device cpu"
         )
     if dtype != "fp32":
-        return f"dynamic int8 quantizes fp32 Linear layers; use dtype=fp32 with quantization=int8, not {dtype}"
+        return (
+            f"torch's dynamic quantized Linear takes fp32 activations only: with {dtype} activations it raises "
+            f"'{ACTIVATIONS_REFUSED.get(dtype, 'expected scalar type Float')}'; use dtype=fp32 with "
+            "quantization=int8 or fp16 (the weights are quantized, the activations stay fp32)"
+        )
     if offload != "none":
         return "dynamic int8 runs on CPU; offload moves sub-models to an accelerator: use offload=none"
     with warnings.catch_warnings():
@@ -76,11 +92,22 @@ def apply_dynamic(model: torch.nn.Module, weights: str) -> int:
 
 
 def unsupported_reason(variant: Variant, device_type: str) -> str | None:
-    if variant.quantization != "int8":
+    if variant.quantization == "none":
         return None
-    return int8_unavailable_reason(device_type, variant.dtype, variant.offload)
+    reason = int8_unavailable_reason(device_type, variant.dtype, variant.offload)
+    if reason or variant.quantization != "fp16":
+        return reason
+    import torch
+
+    supported = torch.backends.quantized.supported_engines
+    if not any(e in supported for e in _FP16_WEIGHT_ENGINES):
+        return (
+            f"fp16 weights (quantize_dynamic dtype=torch.float16) need the fbgemm or x86 quantized engine, and this "
+            f"torch build has {supported}; use quantization=int8"
+        )
+    return None
 
 
 def apply(model: torch.nn.Module, variant: Variant) -> int:
-    """Quantize when ``variant`` asks; returns how many Linear layers became int8 (``quantized_linear``)."""
-    return apply_dynamic_int8(model) if variant.quantization == "int8" else 0
+    """Quantize when ``variant`` asks; returns how many Linear layers became int8 or fp16 (``quantized_linear``)."""
+    return 0 if variant.quantization == "none" else apply_dynamic(model, variant.quantization)
