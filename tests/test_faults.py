@@ -147,7 +147,9 @@ def test_an_interrupt_mid_variant_saves_the_finished_ones_and_marks_the_interrup
         "--benchmark-autosave",
         f"--benchmark-storage=file://{folder / 'store'}",
     )
-    session.wait_for("sdpa-fp32-bs1: round 1/2")
+    # SIGINT in a later round (a round already measured: never saved as a 1-round result), SIGTERM in the first.
+    later = signum == signal.SIGINT
+    session.wait_for(f"sdpa-fp32-bs1: round {2 if later else 1}/2")
     worker = session.worker()
     # Stopped mid-round, the worker cannot finish on its own: only an immediate kill ends it.
     worker.send_signal(signal.SIGSTOP)
@@ -162,6 +164,8 @@ def test_an_interrupt_mid_variant_saves_the_finished_ones_and_marks_the_interrup
     interrupted = results["sdpa-fp32-bs1"]
     assert interrupted["stats"] is None and interrupted["extra_info"]["status"] == "interrupted"
     assert signum.name in interrupted["extra_info"]["error"]
+    if later:
+        assert "during round 2/2; 1 measured round(s) finished, none kept" in interrupted["extra_info"]["error"]
     # The autosave holds only finished variants, and pytest-benchmark's own reader takes it.
     (autosave,) = (folder / "store").rglob("*.json")
     assert [b["params"]["bark_variant"] for b in json.loads(autosave.read_text())["benchmarks"]] == ["eager-fp32-bs1"]
@@ -250,6 +254,57 @@ def test_a_hung_worker_times_out_and_a_killed_one_is_named_by_its_signal(
     assert "Traceback" not in session.output
 
 
+def test_a_second_interrupt_while_saving_waits_and_a_third_quits():
+    # Real signals to a real process: SIGTERM interrupts where the session is; while the results are saved a
+    # second signal is noted and waits; a third quits at once without saving (exit status 128 + SIGINT).
+    code = """
+import os, signal
+from barkbench.pytest_plugin.session import _SaveGuard
+
+guard = _SaveGuard()
+guard.install()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+except KeyboardInterrupt as exc:
+    print(type(exc).__name__, flush=True)
+guard.saving = True
+os.kill(os.getpid(), signal.SIGINT)
+print("still saving", guard.count, flush=True)
+os.kill(os.getpid(), signal.SIGINT)
+print("not reached", flush=True)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signal.SIGINT, done.stdout + done.stderr
+    assert done.stdout.splitlines() == ["Terminated", "still saving 2"], done.stdout + done.stderr
+    assert "SIGINT again: saving what finished first; once more quits without saving" in done.stderr
+
+
+def test_a_dead_workers_cause_is_reported_as_the_system_gives_it():
+    from barkbench.measure.worker import describe_exit
+
+    assert describe_exit(-signal.SIGSEGV) == "killed by SIGSEGV"
+    assert describe_exit(-signal.SIGTERM) == "killed by SIGTERM"
+    assert describe_exit(3) == "exit code 3"
+    # SIGKILL is what the OOM killer sends, but so does anyone else: a possibility with where to check, no verdict.
+    assert describe_exit(-signal.SIGKILL).startswith("killed by SIGKILL (") and "dmesg" in describe_exit(-9)
+    assert "out of memory?" not in describe_exit(-signal.SIGKILL)
+
+
+def test_the_default_round_timeout_is_generous_and_follows_the_slowest_call():
+    from barkbench.measure.worker import LOAD_TIMEOUT_S, WorkerProcess
+
+    # The timeout logic alone, on a worker object that never started a process.
+    worker = WorkerProcess.__new__(WorkerProcess)
+    worker._round_timeout_s, worker._slowest_s = None, None
+    assert worker.round_timeout() == LOAD_TIMEOUT_S  # nothing measured yet: the load's limit
+    worker._slowest_s = 2.0
+    assert worker.round_timeout() == 300.0  # never under the floor
+    worker._slowest_s = 90.0
+    assert worker.round_timeout() == 900.0  # 10 x the slowest call (the warm-up's, first)
+    worker._round_timeout_s = 8.0
+    assert worker.round_timeout() == 8.0  # --bark-round-timeout wins
+
+
 # -- checked once at start, one line with the fix, before any model loads ------------------------------------------
 
 
@@ -290,6 +345,23 @@ def test_a_batch_beyond_the_machines_memory_is_refused_at_start(bench_pytester: 
     text = result.stdout.str() + result.stderr.str()
     assert f"eager-fp32-bs{batch}: batch {batch} needs at least" in text and "use a smaller batch" in text
     assert "Traceback" not in text and "[barkbench]" not in text, "nothing may run before the check"
+
+
+def test_a_batch_beyond_the_free_memory_is_warned_about_at_start(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    from types import SimpleNamespace
+
+    from barkbench.pytest_plugin.plugin import bark_session
+
+    # A machine with plenty of memory, almost none of it free now: warn (the run may go on), do not refuse.
+    machine = SimpleNamespace(total=10**15, available=10**6)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: machine)
+    config = pytester.parseconfigure("--bark-device", "cpu", "--bark-variants", "baseline;batch=4")
+    bark_session(config)._check_batch_memory()
+    out = capsys.readouterr().out
+    assert "barkbench: WARNING: eager-fp32-bs4: batch 4 needs at least" in out
+    assert "0.0 GB is free now: the worker may be killed" in out
 
 
 def test_an_unwritable_cache_names_the_setting(bench_pytester: pytest.Pytester, tmp_path: Path, monkeypatch):
