@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from barkbench import __version__, doctor
+from barkbench.measure import overhead
 from barkbench.results import acceptance, budgets, compare, export, merge, report
 from barkbench.results.budgets import BudgetError
 from barkbench.results.load import ResultsError
@@ -30,6 +31,7 @@ SUBCOMMANDS: dict[str, ModuleType] = {
     "acceptance": acceptance,
     "merge": merge,
     "sweep": launch,
+    "overhead": overhead,
 }
 
 #: Subcommands whose unknown arguments are passed on (``sweep``: the pytest arguments, in their order).

@@ -325,6 +325,8 @@ class InterleavedRun:
                 step = run.progress.current_step() if run.progress is not None else None
                 self.interrupt = (exc, f"{slot.variant}'s {step or 'set-up'}")
                 return
+            except Exception as exc:  # noqa: BLE001 - one variant's unexpected error must not stop the others
+                run.failure = (f"{type(exc).__name__}: {exc}", "error")
             if run.settled and not run.complete:
                 self.measurer._drop_unrun(run)
 

@@ -222,7 +222,9 @@ class Progress:
                 self._process_started = now
             self._step_started = now
             self._process_calls += 1
-        step = self._steps[self._done] if self._done < len(self._steps) else f"call {self._done + 1}"
+        # Past the planned steps: rounds the adaptive rule added.
+        extra = self._done + 1 - len(self._steps)
+        step = self._steps[self._done] if self._done < len(self._steps) else f"extra round {extra}"
         self._done += 1
         line = f"[barkbench] {self._variant_id}: {step}"
         if self._clock is not None:
@@ -564,7 +566,6 @@ def startup_checks(config: pytest.Config) -> None:
             sources.check_source(source)
         except sources.SourceError as exc:
             raise pytest.UsageError(str(exc)) from None
-
 
 
 def _fail(message: str) -> NoReturn:

@@ -78,6 +78,9 @@ class Group:
         unstable = unstable_notes(self.results)
         if unstable:
             parts += ["", unstable]
+        spread = process_notes(self.results)
+        if spread:
+            parts += ["", spread]
         baseline = self.baseline
         if baseline is not None:
             # The baseline first, as in the blog's tables; the others keep the order they ran in.
@@ -136,6 +139,46 @@ def unstable_notes(results: Sequence[BenchmarkResult]) -> str | None:
         return None
     title = f"**{BenchmarkResult.UNSTABLE_MARK}** (figures less trustworthy than their interval says):"
     return "\n".join([title, "", *lines])
+
+
+def process_notes(results: Sequence[BenchmarkResult]) -> str | None:
+    """Rows measured in several worker processes (--bark-processes) or with adaptive rounds: the spread within
+    and between processes (each process's own warm-up and rounds), and whether the target precision held."""
+    lines = []
+    for r in results:
+        info = r.extra_info
+        means = info.get("process_means_s") or []
+        parts = []
+        if len(means) > 1:
+            order = "interleaved with the other variants" if info.get("interleave") else "one after another"
+            counts = "/".join(str(n) for n in info.get("process_rounds") or [])
+            parts.append(
+                f"{len(means)} processes ({order}; rounds {counts}), process means "
+                + " / ".join(md.significant(m) for m in means)
+                + f" s; spread within a process {_fraction(info.get('within_process_cv'))}, between "
+                f"processes {_fraction(info.get('between_process_cv'))} (standard deviation / mean)"
+            )
+            peaks = [md.thousands(p / BYTES_PER_MB) for p in info.get("process_peak_memory_bytes") or []]
+            if len(set(peaks)) > 1:
+                parts.append(f"peak memory {' / '.join(peaks)} MB by process (the table shows the largest)")
+        if info.get("precision_reason"):
+            verdict = "met" if info.get("precision_met") else "not met"
+            width = info.get("precision_half_width")
+            target = info.get("target_precision")
+            parts.append(
+                f"target precision ±{_fraction(target)} {verdict} after {r.latency.rounds if r.latency else '?'}"
+                f" rounds ({info['precision_reason']}; 95 % t-interval ±{_fraction(width)})"
+            )
+        if parts and not r.failed:
+            lines.append(f"- `{r.variant}`: " + "; ".join(parts))
+    if not lines:
+        return None
+    return "\n".join(["**Processes and precision:**", "", *lines])
+
+
+def _fraction(value: Any) -> str:
+    """0.0123 -> ``1.2 %`` (unsigned); None -> the missing mark."""
+    return md.MISSING if not isinstance(value, (int, float)) else f"{value * 100:.1f} %"
 
 
 def terminal_tables(run: Run) -> str:

@@ -1,0 +1,238 @@
+"""``barkbench overhead``: what the harness costs over a bare ``model.generate`` loop, with its interval.
+
+Two kinds of fresh process, run interleaved (bare 1, harness 1, bare 2, harness 2, ... — ``schedule.plan``), so
+drift of the machine falls on both alike:
+
+- bare: a plain ``python`` process that loads the model, builds the inputs, and times ``model.generate`` in a loop
+  with ``perf_counter`` (the seed set untimed before each call, ``torch.inference_mode``), nothing else;
+- harness: a barkbench worker process (``WorkerProcess``: the variant's loader, the memory call, the trackers,
+  the pipe), each round timed in this process around the round trip exactly as the benchmark sessions time one
+  (``processes.VariantMeasurer._timed_call``'s recipe: seed untimed, garbage collector off, ``perf_counter``).
+
+Both run the baseline variant (eager, fp32, batch 1) on the same workload. The overhead is mean(harness) /
+mean(bare) − 1; its 95 % interval is a percentile bootstrap over the per-process means of each side
+(``stats.ratio_interval(..., over="processes")``): process-to-process variance is what a single pair of processes
+cannot separate from the harness. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from barkbench import stats as bstats
+from barkbench.measure import schedule
+
+HELP = "measure the harness's overhead over a bare generate loop (interleaved fresh processes, 95 % interval)"
+
+#: The bare loop, run with ``python -c``: the same model files, inputs and generate kwargs as the worker uses.
+BARE_LOOP = """
+import json, sys, time
+args = json.loads(sys.argv[1])
+import torch
+if args["threads"]:
+    torch.set_num_threads(args["threads"])
+from transformers import set_seed
+from barkbench.measure import sources, stages, workload
+source = sources.parse_model_source(args["model"])
+model = sources.load_model(source).eval()
+load = workload.Workload(semantic_max_new_tokens=args["tokens"])
+inputs, _ = workload.prepare_inputs(sources.load_processor(source), load, "cpu")
+kwargs = {**inputs, **load.call_kwargs(), "return_output_lengths": True}
+if args["fixed_length"]:
+    kwargs.update(stages.fixed_length_kwargs(args["tokens"]))
+times = []
+for _ in range(args["warmup"] + args["rounds"]):
+    set_seed(load.seed)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(**kwargs)
+    times.append(time.perf_counter() - start)
+print("BARE_TIMES=" + json.dumps(times[args["warmup"]:]))
+"""
+
+
+@dataclass(frozen=True)
+class OverheadResult:
+    """Per-process round timings of each side, and the overhead with its interval (None below 2 processes)."""
+
+    bare: tuple[tuple[float, ...], ...]
+    harness: tuple[tuple[float, ...], ...]
+    #: The order the processes ran in, e.g. ("bare", "harness", "bare", ...).
+    order: tuple[str, ...]
+    overhead: float
+    interval: bstats.Interval | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bare_rounds_s": [list(p) for p in self.bare],
+            "harness_rounds_s": [list(p) for p in self.harness],
+            "bare_process_means_s": [statistics.fmean(p) for p in self.bare],
+            "harness_process_means_s": [statistics.fmean(p) for p in self.harness],
+            "order": list(self.order),
+            "overhead": self.overhead,
+            "overhead_interval": None
+            if self.interval is None
+            else {"low": self.interval.low - 1, "high": self.interval.high - 1, "method": self.interval.describe()},
+        }
+
+    def summary(self) -> str:
+        share = f"{self.overhead * 100:+.2f} %"
+        if self.interval is None:
+            return f"harness overhead {share} (no interval from fewer than 2 processes per side)"
+        low, high = (self.interval.low - 1) * 100, (self.interval.high - 1) * 100
+        return f"harness overhead {share}, 95 % interval {low:+.2f} % to {high:+.2f} % ({self.interval.describe()})"
+
+
+def overhead_of(bare: list[list[float]], harness: list[list[float]], order: list[str]) -> OverheadResult:
+    """The overhead from each side's per-process round timings (pure: tested on crafted figures)."""
+    bare_means = [statistics.fmean(p) for p in bare]
+    harness_means = [statistics.fmean(p) for p in harness]
+    ratio = statistics.fmean(harness_means) / statistics.fmean(bare_means)
+    interval = bstats.ratio_interval(harness_means, bare_means, over="processes")
+    return OverheadResult(
+        bare=tuple(tuple(p) for p in bare),
+        harness=tuple(tuple(p) for p in harness),
+        order=tuple(order),
+        overhead=ratio - 1,
+        interval=interval,
+    )
+
+
+def _bare_process(model: str, tokens: int, warmup: int, rounds: int, threads: int | None, fixed: bool) -> list[float]:
+    args = {
+        "model": model,
+        "tokens": tokens,
+        "warmup": warmup,
+        "rounds": rounds,
+        "threads": threads,
+        "fixed_length": fixed,
+    }
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    done = subprocess.run(
+        [sys.executable, "-c", BARE_LOOP, json.dumps(args)], capture_output=True, text=True, env=env, timeout=3600
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"the bare loop failed (exit {done.returncode}): {tail[0]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BARE_TIMES="))
+    return [float(x) for x in json.loads(line.split("=", 1)[1])]
+
+
+def _harness_process(
+    model: str, tokens: int, warmup: int, rounds: int, threads: int | None, fixed: bool
+) -> list[float]:
+    from barkbench.measure.runner import RunSpec
+    from barkbench.measure.worker import start_runner
+    from barkbench.measure.workload import Workload
+    from barkbench.variants import Variant
+
+    spec = RunSpec(
+        source=model,
+        variant=Variant(),
+        workload=Workload(semantic_max_new_tokens=tokens),
+        device_type="cpu",
+        env={"TRANSFORMERS_VERBOSITY": "error"},
+        fixed_length=fixed,
+        threads=threads,
+    )
+    runner = start_runner(spec, isolated=True)
+    times: list[float] = []
+    try:
+        for _ in range(warmup + rounds):
+            runner.prepare()
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                start = time.perf_counter()
+                runner.generate()
+                times.append(time.perf_counter() - start)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
+    finally:
+        runner.close()
+    return times[warmup:]
+
+
+def measure(
+    model: str,
+    processes: int,
+    rounds: int,
+    warmup: int = 1,
+    tokens: int = 64,
+    threads: int | None = None,
+    fixed_length: bool = True,
+    log: Any = None,
+) -> OverheadResult:
+    """Run ``processes`` bare and ``processes`` harness processes, interleaved, on the CPU."""
+    bare: list[list[float]] = []
+    harness: list[list[float]] = []
+    order: list[str] = []
+    for slot in schedule.plan(["bare", "harness"], processes, interleave=True):
+        run = _bare_process if slot.variant == "bare" else _harness_process
+        times = run(model, tokens, warmup, rounds, threads, fixed_length)
+        (bare if slot.variant == "bare" else harness).append(times)
+        order.append(slot.variant)
+        if log is not None:
+            log(f"{slot.variant} process {slot.process + 1}/{processes}: mean {statistics.fmean(times):.4f} s")
+    return overhead_of(bare, harness, order)
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+
+
+def _at_least(minimum: int) -> Any:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny", help="model source, as --bark-model (default: tiny)")
+    parser.add_argument("--processes", type=_at_least(1), default=6, help="fresh processes per side (default: 6)")
+    parser.add_argument("--rounds", type=_at_least(1), default=5, help="timed calls per process (default: 5)")
+    parser.add_argument("--warmup", type=_at_least(0), default=1, help="untimed calls per process first (default: 1)")
+    parser.add_argument("--semantic-tokens", type=_at_least(1), default=64, help="pinned semantic length (default: 64)")
+    parser.add_argument(
+        "--threads", type=_at_least(1), default=None, help="torch intra-op threads in both (default: torch's)"
+    )
+    parser.add_argument(
+        "--no-fixed-length", action="store_true", help="let calls stop at EOS (default: every call forced to length)"
+    )
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the timings and result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = measure(
+        args.model,
+        args.processes,
+        args.rounds,
+        args.warmup,
+        args.semantic_tokens,
+        args.threads,
+        fixed_length=not args.no_fixed_length,
+        log=lambda line: print(f"barkbench: {line}", file=sys.stderr, flush=True),
+    )
+    print(result.summary())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(
+                {"model": args.model, "semantic_tokens": args.semantic_tokens, **result.as_dict()}, handle, indent=2
+            )
+    return 0
