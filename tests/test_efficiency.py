@@ -161,3 +161,53 @@ def test_int8_kernel_floor_comes_from_a_probe_of_int8_kernels():
         1,
     )
     assert extra["limits"]["linear_weights"] == "int8" and extra["limits"]["linear_weight_bytes"] == 1
+
+
+def _levels(floor: float, kernel: float, measured: float) -> dict:
+    return {"bandwidth_floor_s": floor, "kernel_floor_s": kernel, "measured_step_s": measured}
+
+
+def test_bound_by_names_the_largest_part_of_a_step():
+    assert eff.bound_by((0.007, 0.0185, 0.025)) == "kernels"  # 7 / 11.5 / 6.5 ms
+    assert eff.bound_by((0.007, 0.008, 0.025)) == "around"
+    assert eff.bound_by((0.007, 0.008, 0.009)) == "bandwidth"
+    assert eff.bound_by(None) == "—"
+
+
+def test_efficiency_report_ranks_variants_by_latency(tmp_path, capsys, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from barkbench.cli import main
+
+    data = json.loads((Path(__file__).parent / "data" / "run-cpu.json").read_text())
+    figures = {
+        # eager-fp32 (2.0 s), sdpa-fp32 (1.46 s), sdpa-bf16 (1.2 s) in the file: the bf16 row ranks first.
+        "eager-fp32-bs1": {"semantic": {"fraction_of_limit": 0.25, **_levels(0.007, 0.0185, 0.025)}},
+        "sdpa-fp32-bs1": {"semantic": {"fraction_of_limit": 0.3, **_levels(0.007, 0.008, 0.025)}},
+        "sdpa-bf16-bs1": {"semantic": {"fraction_of_limit": 0.31, **_levels(0.0035, 0.009, 0.012)}},
+    }
+    limits_used = {
+        "fp32": {"dtype": "fp32", "linear_weights": "fp32", "bandwidth_bytes_per_s": 5.2e10, "measured_at": "T1"},
+        "bf16": {"dtype": "bf16", "linear_weights": "bf16", "bandwidth_bytes_per_s": 5.2e10, "measured_at": "T2"},
+    }
+    for bench in data["benchmarks"]:
+        variant = bench["extra_info"].get("variant")
+        if variant in figures:
+            bench["extra_info"]["efficiency"] = figures[variant]
+            bench["extra_info"]["limits"] = limits_used["bf16" if "bf16" in variant else "fp32"]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)  # where report.md would go by default
+    assert main(["report", "--efficiency", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "`" in line]
+    assert [row.split("|")[2].strip() for row in rows] == ["`sdpa-bf16-bs1`", "`sdpa-fp32-bs1`", "`eager-fp32-bs1`"]
+    assert rows[0].startswith("| 1 | `sdpa-bf16-bs1` | 1.20 | 1.67× | 31 % |")
+    assert rows[2].endswith("| 7 / 18.5 / 25 | — / — / — | kernels | — |")
+    assert "| around |" in rows[1]
+    assert "- Limits for fp32 (measured T1): bandwidth 52 GB/s, matmul — — `eager-fp32-bs1`, `sdpa-fp32-bs1`" in out
+    assert not (tmp_path / "barkbench-report").exists()  # --efficiency writes no files
+    # A run without efficiency figures: one line naming the file and what produces them.
+    assert main(["report", "--efficiency", str(Path(__file__).parent / "data" / "run-cpu.json")]) == 2
+    assert "no variant recorded efficiency figures" in capsys.readouterr().err

@@ -297,9 +297,10 @@ LIMIT_CAPTION = (
     "How close to the limit (the machine's limits measured by barkbench's probe, cached per machine and "
     "libraries): semantic and coarse = bytes a step must read (weights as stored + KV cache) × steps/s, as % "
     "of the measured bandwidth; fine = FLOPs from the shapes / time, as % of the measured matmul rate in the "
-    "dtype; codec = its share of the call. One decode step in ms: bandwidth floor / kernel floor (the step's "
-    "matmuls alone, in a loop) / measured — measured far above the kernel floor means the time goes to the "
-    "Python and small ops around the matmuls."
+    "dtype (int8/fp16 weights: of their quantized Linear kernels); codec = its share of the call. One decode "
+    "step in ms: bandwidth floor / kernel floor (the step's matmuls alone, in a loop, with the variant's own "
+    "kernels) / measured — measured far above the kernel floor means the time goes to the Python and small ops "
+    "around the matmuls."
 )
 
 
@@ -341,27 +342,119 @@ def limit_table(results: Any) -> str | None:
         "semantic step ms (floor / kernels / measured)",
         "coarse step ms (floor / kernels / measured)",
     )
+    cells = [[f"`{variant}`", *_limit_cells(figures)] for variant, figures in rows]
+    return "\n".join([LIMIT_CAPTION, "", md.table(headers, cells)])
+
+
+def _limit_cells(figures: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The "% of limit" cells of one variant: semantic, coarse, fine, codec, then each decode step's levels."""
+
+    def get(stage: str, key: str) -> Any:
+        return (figures.get(stage) or {}).get(key)
+
+    def levels(stage: str) -> str:
+        return " / ".join(_ms(get(stage, k)) for k in ("bandwidth_floor_s", "kernel_floor_s", "measured_step_s"))
+
+    return [
+        percent(get("semantic", "fraction_of_limit")) or "—",
+        percent(get("coarse", "fraction_of_limit")) or "—",
+        percent(get("fine", "fraction_of_limit")) or "—",
+        percent(get("codec", "time_share")) or "—",
+        levels("semantic"),
+        levels("coarse"),
+    ]
+
+
+def bound_by(levels: tuple[float, float, float] | None) -> str:
+    """Where most of a decode step goes, from its three levels: "bandwidth" (the bytes at the machine's
+    bandwidth), "kernels" (the matmul kernels' time beyond that) or "around" (the measured step beyond the
+    kernels: Python, small ops, generate's per-token work); "—" without the three levels."""
+    if levels is None:
+        return "—"
+    floor, kernel, measured = levels
+    parts = {"bandwidth": floor, "kernels": max(0.0, kernel - floor), "around": max(0.0, measured - kernel)}
+    return max(parts, key=lambda name: parts[name])
+
+
+RANKING_CAPTION = (
+    "Ranked by mean latency (fastest first); speed-up = the baseline's latency / the row's (eager fp32 without "
+    'offload, int8 or compile; — when it did not run). "Bound by": the largest of a decode step\'s three parts — '
+    "bandwidth (its bytes at the measured bandwidth), kernels (the matmul kernels' time beyond that), around (the "
+    "measured step beyond the kernels: Python, small ops, generate's per-token work)."
+)
+
+
+def limit_ranking(results: Any) -> str | None:
+    """The README's "How close to the limit" table: every variant with efficiency figures, ranked by latency, with
+    its speed-up, stage efficiencies, decode-step levels and what bounds each decode stage; then the limits they
+    were held to. ``results``: ``BenchmarkResult``-like (``variant``, ``extra_info``, ``latency_mean``,
+    ``is_reference_baseline``). None when no row has efficiency figures."""
+    from barkbench.results import markdown as md
+
+    rows = [r for r in results if _efficiency_of(getattr(r, "extra_info", {}) or {}) is not None]
+    if not rows:
+        return None
+    baseline = next((r for r in rows if getattr(r, "is_reference_baseline", False)), None)
+    base_latency = _float(getattr(baseline, "latency_mean", None))
+
+    def latency(r: Any) -> float:
+        value = _float(getattr(r, "latency_mean", None))
+        return math.inf if value is None else value
+
+    headers = (
+        "Rank",
+        "Variant",
+        "Latency s",
+        "Speed-up",
+        "semantic % of bandwidth",
+        "coarse % of bandwidth",
+        "fine % of matmul",
+        "codec % of time",
+        "semantic step ms (floor / kernels / measured)",
+        "coarse step ms (floor / kernels / measured)",
+        "semantic bound by",
+        "coarse bound by",
+    )
     cells = []
-    for variant, figures in rows:
-
-        def get(stage: str, key: str, figures: Mapping[str, Mapping[str, Any]] = figures) -> Any:
-            return (figures.get(stage) or {}).get(key)
-
-        def levels(stage: str) -> str:
-            return " / ".join(_ms(get(stage, k)) for k in ("bandwidth_floor_s", "kernel_floor_s", "measured_step_s"))
-
+    for rank, r in enumerate(sorted(rows, key=latency), start=1):
+        figures = _efficiency_of(r.extra_info) or {}
+        mean = _float(getattr(r, "latency_mean", None))
+        speedup = f"{base_latency / mean:.2f}×" if base_latency and mean else "—"
         cells.append(
             [
-                f"`{variant}`",
-                percent(get("semantic", "fraction_of_limit")) or "—",
-                percent(get("coarse", "fraction_of_limit")) or "—",
-                percent(get("fine", "fraction_of_limit")) or "—",
-                percent(get("codec", "time_share")) or "—",
-                levels("semantic"),
-                levels("coarse"),
+                str(rank),
+                f"`{r.variant}`",
+                md.significant(mean),
+                speedup,
+                *_limit_cells(figures),
+                bound_by(step_levels(figures, "semantic")),
+                bound_by(step_levels(figures, "coarse")),
             ]
         )
-    return "\n".join([LIMIT_CAPTION, "", md.table(headers, cells)])
+    numeric = range(2, 10)
+    return "\n".join([LIMIT_CAPTION, RANKING_CAPTION, "", md.table(headers, cells, numeric), "", *_limits_used(rows)])
+
+
+def _limits_used(rows: Any) -> list[str]:
+    """One line per distinct set of limits the rows were held to (e.g. fp32, bf16 and int8 kernels)."""
+    seen: dict[tuple[Any, ...], list[str]] = {}
+    for r in rows:
+        used = r.extra_info.get("limits") or {}
+        key = tuple(
+            used.get(k)
+            for k in ("dtype", "linear_weights", "bandwidth_bytes_per_s", "matmul_flops_per_s", "measured_at")
+        )
+        seen.setdefault(key, []).append(str(r.variant))
+    lines = []
+    for (dtype, weights, bandwidth, matmul, when), variants in seen.items():
+        kind = f"{dtype}" + (f" with {weights} Linear weights" if weights and weights != dtype else "")
+        band = f"{bandwidth / 1e9:.3g} GB/s" if _float(bandwidth) else "—"
+        rate = f"{matmul / 1e9:.3g} GFLOP/s" if _float(matmul) else "—"
+        names = ", ".join(f"`{v}`" for v in variants)
+        lines.append(
+            f"- Limits for {kind} (measured {when or 'at an unknown time'}): bandwidth {band}, matmul {rate} — {names}"
+        )
+    return lines
 
 
 def step_levels(figures: Mapping[str, Mapping[str, Any]], stage: str) -> tuple[float, float, float] | None:

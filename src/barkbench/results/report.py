@@ -397,9 +397,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where report.md and the PNGs go (default: {DEFAULT_OUTPUT_DIR}/)",
     )
     parser.add_argument("--no-plots", action="store_true", help="write only report.md")
+    parser.add_argument(
+        "--efficiency",
+        action="store_true",
+        help="print only each group's 'How close to the limit' table (variants ranked by latency, their stage "
+        "efficiencies, decode-step levels and what bounds them) as Markdown, and write no files",
+    )
+
+
+def efficiency_report(runs: Sequence[Run]) -> str:
+    """``--efficiency``: the ranked "How close to the limit" table of every group (``efficiency.limit_ranking``)."""
+    results, _ = relabel_machines(runs)
+    parts = []
+    for group in group_results(results):
+        table = efficiency.limit_ranking(group.succeeded)
+        if table:
+            parts += [f"### {group.title}", "", f"Machine: {group.machine}.", "", table, ""]
+    if not parts:
+        names = ", ".join(str(run.path) for run in runs)
+        raise ResultsError(
+            f"{names}: no variant recorded efficiency figures (extra_info['efficiency']); they need the per-stage "
+            "figures and the machine-limits probe: run `pytest bench/` with this barkbench and report that file"
+        )
+    return "\n".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.efficiency:
+        sys.stdout.write(efficiency_report(load_runs(args.runs)))
+        return 0
     report = write_report(load_runs(args.runs), args.output_dir, plots_enabled=not args.no_plots)
     sys.stdout.write(report.markdown)
     print(f"barkbench: wrote {', '.join(str(p) for p in report.files)}", file=sys.stderr)
