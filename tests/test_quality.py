@@ -132,6 +132,8 @@ def test_the_session_records_quality_beside_the_floor(bench_pytester, tmp_path):
     quality = bench["extra_info"]["quality"]
     assert set(quality["stages"]) == {"semantic", "coarse", "fine"} and quality["audio_log_mel_db"] == 0.0
     assert quality["floor"]["audio_log_mel_db"] > 0 and quality["floor"]["first_diff_token"]["semantic"] is not None
+    # WER and MOS judge trained checkpoints: the tiny random model's audio is not scored, and says why.
+    assert quality["audio"] == quality["floor"]["audio"] == {"skipped": q.RANDOM_AUDIO_SKIP}
 
 
 # -- quality gates and the report table (no model) ---------------------------------------------------------------
@@ -211,6 +213,30 @@ def test_the_report_shows_quality_columns():
 
     table = qg.quality_table([Row()])
     assert table is not None and "| `eager-bf16-bs1` | 5.00e-02 |" in table and "| 1.00 | 2.00 |" in table
+
+
+def test_the_report_shows_wer_and_mos_beside_the_reference_when_scored():
+    scores = {"wer": 0.25, "transcript": "x", "mos_p808": 3.1, "mos_sig": 3.0, "mos_bak": 3.5, "mos_ovrl": 2.7}
+
+    class Scored:
+        variant = "sdpa-fp32-int8-bs1"
+        extra_info = {"quality": {**_quality(0.05, 0.97, 1.0), "audio": scores}}
+
+    Scored.extra_info["quality"]["floor"]["audio"] = {**scores, "wer": 0.125, "mos_p808": 3.4}
+
+    class Unscored:
+        variant = "eager-bf16-bs1"
+        extra_info = {"quality": {**_quality(0.05, 0.97, 1.0), "audio": {"skipped": q.RANDOM_AUDIO_SKIP}}}
+
+    table = qg.quality_table([Scored(), Unscored()])
+    assert table is not None and "WER (ref)" in table and "PocketSphinx" in table
+    assert "| 1.00 | 2.00 | 0.25 (0.12) | 3.10 (3.40) |" in table
+    assert "| 1.00 | 2.00 | — | — |" in table
+    # Without any scored row the columns stay out.
+    plain = qg.quality_table([Unscored()])
+    assert plain is not None and "WER" not in plain
+    line = q.summary_line(Scored.extra_info["quality"])
+    assert "WER 0.25 MOS 3.10 (reference WER 0.12 MOS 3.40)" in line
 
 
 def test_compare_enforces_quality_gates(tmp_path, capsys):

@@ -259,6 +259,30 @@ def noise_floor(reference: Capture, resampled: Capture, sample_rate: int) -> dic
     }
 
 
+#: Why random-weight models get no audio scores: their output is noise to a recognizer and a MOS predictor.
+RANDOM_AUDIO_SKIP = "random weights make noise: WER and MOS judge trained checkpoints only"
+_scorer: Any = None
+
+
+def audio_figures(audio: Any, sample_rate: int, text: str, random_model: bool) -> dict[str, Any]:
+    """The ``audio`` extra's scores of one call's audio (WER against ``text``, DNSMOS), or why there are none:
+    ``{"skipped": reason}`` (random weights, extra not installed) or ``{"error": message}``."""
+    from barkbench.measure import audio_metrics
+
+    global _scorer
+    if random_model:
+        return {"skipped": RANDOM_AUDIO_SKIP}
+    missing = audio_metrics.missing_modules()
+    if missing:
+        return {"skipped": f"audio extra not installed ({', '.join(missing)}): {audio_metrics.INSTALL_HINT}"}
+    try:
+        if _scorer is None:  # one recognizer and one set of ONNX sessions per worker process
+            _scorer = audio_metrics.AudioScorer()
+        return _scorer.score(audio, sample_rate, text).as_dict()
+    except Exception as exc:  # noqa: BLE001 - an add-on score after the measurement must not lose the drift figures
+        return {"error": f"audio metrics failed: {type(exc).__name__}: {exc}"}
+
+
 def save_capture(capture: Capture, path: str) -> None:
     import torch
 
@@ -282,4 +306,14 @@ def summary_line(result: dict[str, Any]) -> str:
     audio = f"audio {result.get('audio_log_mel_db', float('nan')):.2f} dB"
     if floor is not None:
         audio += f" (re-sampling floor {floor:.2f} dB)"
-    return "; ".join([*parts, audio])
+    parts.append(audio)
+    scores = result.get("audio") or {}
+    if "wer" in scores:
+        ref = result.get("floor", {}).get("audio") or {}
+        line = f"WER {scores['wer']:.2f} MOS {scores['mos_p808']:.2f}"
+        if "wer" in ref:
+            line += f" (reference WER {ref['wer']:.2f} MOS {ref['mos_p808']:.2f})"
+        parts.append(line)
+    elif scores and scores.get("skipped") != RANDOM_AUDIO_SKIP:
+        parts.append(f"WER/MOS: {scores.get('skipped') or scores.get('error')}")
+    return "; ".join(parts)

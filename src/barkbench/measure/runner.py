@@ -151,6 +151,7 @@ class VariantRunner:
         self.calls, warnings = workload.prepare_calls(
             self.processor, spec.workload, prepared.device, random_model=source.kind == "random"
         )
+        self._random_model = source.kind == "random"
         self._audio: tuple[Any, Any] | None = None
         device_kind, device_index = device_mod.device_kind_and_index(prepared.device)
         self.info = RunnerInfo(
@@ -296,7 +297,11 @@ class VariantRunner:
         reference = quality.capture_call(self.model, kwargs, seed)
         resampled = quality.capture_call(self.model, kwargs, seed + 1)
         quality.save_capture(reference, path)
-        return quality.noise_floor(reference, resampled, self.info.sample_rate)
+        floor = quality.noise_floor(reference, resampled, self.info.sample_rate)
+        floor["audio"] = quality.audio_figures(
+            reference.audio, self.info.sample_rate, self._quality_text(), self._random_model
+        )
+        return floor
 
     def drift(self, path: str) -> dict[str, Any]:
         """This variant against the reference recorded at ``path``: teacher-forced and free-running calls."""
@@ -307,7 +312,20 @@ class VariantRunner:
         seed = self.spec.workload.seed
         forced = quality.capture_call(self.model, kwargs, seed, reference=reference)
         free = quality.capture_call(self.model, kwargs, seed)
-        return quality.drift(reference, forced, free, self.info.sample_rate).as_dict()
+        result = quality.drift(reference, forced, free, self.info.sample_rate).as_dict()
+        result["audio"] = quality.audio_figures(
+            free.audio, self.info.sample_rate, self._quality_text(), self._random_model
+        )
+        return result
+
+    def _quality_text(self) -> str:
+        """The text of the quality call's first sample (long-form: the first piece), for the WER."""
+        from barkbench.measure import workload
+
+        text = self.spec.workload.prompts[0]
+        if self.spec.workload.mode == "single":
+            return text
+        return workload.split_sentences(text, lambda piece: workload.text_token_counts(self.processor, [piece])[0])[0]
 
     def close(self) -> None:
         import gc

@@ -3,7 +3,9 @@
 ``extra_info["quality"]`` (written by ``--bark-quality``, see ``barkbench.measure.quality``)::
 
     {"stages": {"semantic": {"kl_mean", "kl_p99", "top1_agreement", "first_diff_token", "tokens"}, ...},
-     "audio_log_mel_db": float, "floor": {"audio_log_mel_db", "first_diff_token": {...}, "kl_mean", ...}}
+     "audio_log_mel_db": float, "floor": {"audio_log_mel_db", "first_diff_token": {...}, "kl_mean", ...,
+                                          "audio": {...the reference's scores}},
+     "audio": {"wer", "transcript", "mos_p808", "mos_sig", "mos_bak", "mos_ovrl"} | {"skipped": why} | {"error"}}
 
 Quality gates are a TOML file of allowed drift per variant pattern, like memory budgets::
 
@@ -157,6 +159,11 @@ QUALITY_CAPTION = (
     "the reference's; floor = the reference against itself re-sampled with the next seed: drift below the floor "
     "changes the output less than re-sampling does."
 )
+AUDIO_CAPTION = (
+    "WER = word error rate of PocketSphinx's transcript of the free-running audio against the prompt's text "
+    "(0 best); MOS = DNSMOS P.808 mean opinion score predicted from the audio alone (1-5, higher better); "
+    "in brackets the reference's own (audio extra, trained checkpoints only)."
+)
 
 
 def quality_table(rows: Sequence[Any]) -> str | None:
@@ -164,6 +171,7 @@ def quality_table(rows: Sequence[Any]) -> str | None:
     measured = [r for r in rows if isinstance(r.extra_info.get("quality"), Mapping)]
     if not measured:
         return None
+    with_scores = any("wer" in (r.extra_info["quality"].get("audio") or {}) for r in measured)
     headers = (
         "Variant",
         *(f"{s} KL" for s in STAGES),
@@ -171,6 +179,7 @@ def quality_table(rows: Sequence[Any]) -> str | None:
         "first diff s/c/f",
         "audio dB",
         "floor dB",
+        *(("WER (ref)", "MOS (ref)") if with_scores else ()),
     )
     cells = []
     for r in measured:
@@ -192,9 +201,25 @@ def quality_table(rows: Sequence[Any]) -> str | None:
                 firsts,
                 _fixed(quality.get("audio_log_mel_db"), 2),
                 _fixed(floor, 2),
+                *(_scores(quality) if with_scores else ()),
             ]
         )
-    return "\n".join([QUALITY_CAPTION, "", md.table(headers, cells)])
+    caption = f"{QUALITY_CAPTION} {AUDIO_CAPTION}" if with_scores else QUALITY_CAPTION
+    return "\n".join([caption, "", md.table(headers, cells)])
+
+
+def _scores(quality: Mapping[str, Any]) -> tuple[str, str]:
+    """The WER and MOS cells: the variant's, the reference's in brackets (— where not scored)."""
+    own = quality.get("audio") or {}
+    ref = (quality.get("floor") or {}).get("audio") or {}
+
+    def cell(key: str) -> str:
+        if key not in own:
+            return md.MISSING
+        text = f"{float(own[key]):.2f}"
+        return f"{text} ({float(ref[key]):.2f})" if key in ref else text
+
+    return cell("wer"), cell("mos_p808")
 
 
 def _kl(value: float | None) -> str:
