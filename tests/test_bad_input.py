@@ -377,6 +377,10 @@ def test_a_run_whose_every_variant_failed_still_writes_the_failures(bench, monke
     out = bench.path / "run.json"
     result = run(bench, "--bark-variants", "baseline", f"--benchmark-json={out}")
     result.assert_outcomes(failed=1)
+    # Once, in one line naming the worker's log: no traceback, no "During handling of the above exception".
+    text = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in text and "During handling" not in text
+    result.stdout.fnmatch_lines(["eager-fp32-bs1: out of memory: *(traceback in */barkbench-logs/worker-*.log)"])
     (entry,) = json.loads(out.read_text())["benchmarks"]
     assert entry["extra_info"]["status"] == "failed" and "out of memory" in entry["extra_info"]["error"]
 
