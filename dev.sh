@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # barkbench's entry points, each doing its own set-up:
 #   ./dev.sh bench [pytest args...]        create .venv (current stack), run the benchmark suite (bench/)
-#   ./dev.sh test  [pytest args...]        create .venv and .venv-legacy, lint (once), run tests/ on both stacks
+#   ./dev.sh test  [pytest args...]        create .venv and .venv-legacy, lint (once), run tests/ on both stacks,
+#                                          side by side (BARKBENCH_TEST_JOBS=1: one after the other)
 #   ./dev.sh lint                          ruff check, ruff format --check and mypy src, on .venv
 #   ./dev.sh test-current|test-legacy ...  the same on one stack
 #   ./dev.sh bench-legacy [pytest args...] bench/ on the legacy stack (optimum's BetterTransformer runs there)
@@ -128,8 +129,27 @@ case "$cmd" in
     # non-zero when any failed.
     status=0
     lint || status=$?
-    run_tests current .venv "$@" || { current=$?; [[ $status -ne 0 ]] || status=$current; }
-    run_tests legacy .venv-legacy "$@" || { legacy=$?; [[ $status -ne 0 ]] || status=$legacy; }
+    if [[ ${BARKBENCH_TEST_JOBS:-2} == 1 ]]; then
+      run_tests current .venv "$@" || { current=$?; [[ $status -ne 0 ]] || status=$current; }
+      run_tests legacy .venv-legacy "$@" || { legacy=$?; [[ $status -ne 0 ]] || status=$legacy; }
+    else
+      # Both stacks at once (BARKBENCH_TEST_JOBS=1 runs them one after the other): most of the suite's time is
+      # spent starting Python processes and importing torch, one core each, so two stacks side by side take about
+      # half the time on 2 cores. Each gets one torch thread, so the two never oversubscribe the cores (OpenMP
+      # threads spinning against each other made a 2-thread run 8x slower beside another). The tests assert
+      # behaviour, never speed. The legacy stack's output is shown whole after the current stack's.
+      legacy_log=$(mktemp "${TMPDIR:-/tmp}/barkbench-legacy-tests.XXXXXX")
+      OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run_tests legacy .venv-legacy "$@" >"$legacy_log" 2>&1 &
+      legacy_pid=$!
+      trap 'kill "$legacy_pid" 2>/dev/null || true' EXIT INT TERM
+      OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run_tests current .venv "$@" \
+        || { current=$?; [[ $status -ne 0 ]] || status=$current; }
+      wait "$legacy_pid" || { legacy=$?; [[ $status -ne 0 ]] || status=$legacy; }
+      trap - EXIT INT TERM
+      echo "barkbench: the legacy stack's tests (run beside the current stack's):" >&2
+      cat "$legacy_log"
+      rm -f "$legacy_log"
+    fi
     if [[ $status -ne 0 ]]; then echo "barkbench: tests failed (exit $status); see above" >&2; fi
     exit "$status"
     ;;

@@ -91,7 +91,11 @@ venv=$(basename "$(dirname "$(dirname "$0")")")
 echo "$venv $*" >>"$FAKE_LOG"
 case "$1 $2" in
   "-c "*) echo "transformers fake" ;;
-  "-m pytest") exit "$(cat "$FAKE_STATUS_DIR/$venv" 2>/dev/null || echo 0)" ;;
+  "-m pytest")
+    echo "$venv pytest-start threads=${OMP_NUM_THREADS:-unset}" >>"$FAKE_LOG"
+    sleep "${FAKE_PYTEST_SECONDS:-0}"
+    echo "$venv pytest-end" >>"$FAKE_LOG"
+    exit "$(cat "$FAKE_STATUS_DIR/$venv" 2>/dev/null || echo 0)" ;;
 esac
 exit 0
 """
@@ -117,13 +121,16 @@ def checkout(tmp_path: Path) -> Path:
     return root
 
 
-def run(checkout: Path, *command: str, fail: dict[str, int] | None = None) -> tuple[int, list[str]]:
+def run(
+    checkout: Path, *command: str, fail: dict[str, int] | None = None, env: dict[str, str] | None = None
+) -> tuple[int, list[str]]:
     status_dir = checkout.parent / "status"
     for venv in (".venv", ".venv-legacy"):
         (status_dir / venv).write_text(str((fail or {}).get(venv, 0)))
     log = checkout.parent / "log.txt"
     log.write_text("")
-    env = {**os.environ, "FAKE_LOG": str(log), "FAKE_STATUS_DIR": str(status_dir), "CI": "true"}
+    env = {**os.environ, "FAKE_LOG": str(log), "FAKE_STATUS_DIR": str(status_dir), "CI": "true", **(env or {})}
+    env.pop("OMP_NUM_THREADS", None)
     done = subprocess.run(
         command, cwd=checkout, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
     )
@@ -157,15 +164,41 @@ def test_dev_sh_installs_once_and_again_when_the_declarations_change(checkout: P
 def test_ci_runs_both_stacks_and_fails_when_either_fails(checkout: Path, failing: str):
     code, log = run(checkout, "./.ci/run")
     assert code == 0
-    pytest_runs = [line.split()[0] for line in log if " -m pytest tests/" in line]
+    # Side by side, so in either order.
+    pytest_runs = sorted(line.split()[0] for line in log if " -m pytest tests/" in line)
     assert pytest_runs == [".venv", ".venv-legacy"]
     assert len(installs(log, ".venv")) == len(installs(log, ".venv-legacy")) == 1
     # The static checks run once, on the current stack's environment, before the tests.
     lint = [".venv -m ruff check src tests bench", ".venv -m ruff format --check src tests bench", ".venv -m mypy src"]
     assert [line for line in log if " -m ruff " in line or " -m mypy " in line] == lint
-    assert log.index(lint[-1]) < log.index(".venv -m pytest tests/ -q -rs")
+    assert log.index(lint[-1]) < log.index(".venv -m pytest tests/ -q -rs --durations=15")
 
     code, log = run(checkout, "./.ci/run", fail={failing: 3})
     assert code == 3
     # The other stack still ran, so one CI run reports every failure.
-    assert [line.split()[0] for line in log if " -m pytest tests/" in line] == [".venv", ".venv-legacy"]
+    assert sorted(line.split()[0] for line in log if " -m pytest tests/" in line) == [".venv", ".venv-legacy"]
+
+
+def _pytest_events(log: list[str]) -> list[str]:
+    return [" ".join(line.split()[:2]) for line in log if " pytest-" in line]
+
+
+def test_the_two_stacks_run_side_by_side_with_one_thread_each(checkout: Path):
+    code, log = run(checkout, "./dev.sh", "test", "-q", env={"FAKE_PYTEST_SECONDS": "1"})
+    assert code == 0
+    events = _pytest_events(log)
+    # Both started before either ended: they overlapped.
+    assert sorted(events[:2]) == [".venv pytest-start", ".venv-legacy pytest-start"], events
+    assert {line.split()[-1] for line in log if " pytest-start " in line} == {"threads=1"}
+
+
+def test_bark_test_jobs_1_runs_the_stacks_one_after_the_other_with_the_default_threads(checkout: Path):
+    code, log = run(checkout, "./dev.sh", "test", "-q", env={"BARKBENCH_TEST_JOBS": "1"}, fail={".venv": 2})
+    assert code == 2
+    assert _pytest_events(log) == [
+        ".venv pytest-start",
+        ".venv pytest-end",
+        ".venv-legacy pytest-start",
+        ".venv-legacy pytest-end",
+    ]
+    assert {line.split()[-1] for line in log if " pytest-start " in line} == {"threads=unset"}
