@@ -96,6 +96,9 @@ class Group:
         stage_part = stage_table(self.succeeded)
         if stage_part:
             parts += ["", stage_part]
+        segment_part = segment_table(self.succeeded)
+        if segment_part:
+            parts += ["", segment_part]
         quality_part = quality.quality_table(self.succeeded)
         if quality_part:
             parts += ["", quality_part]
@@ -233,6 +236,38 @@ def stage_table(results: Sequence[BenchmarkResult]) -> str | None:
             ]
         )
     return "\n".join([_STAGE_CAPTION, "", md.table(headers, cells)])
+
+
+_SEGMENT_CAPTION = (
+    "Long-form (`--bark-long-form`): the text split into pieces generated one after another; per piece the mean "
+    "seconds over the measured rounds (`extra_info.segment_seconds`), in order. Latency is the whole text; "
+    "between pieces = latency minus the pieces' sum."
+)
+
+
+def segment_table(results: Sequence[BenchmarkResult]) -> str | None:
+    """Per-piece seconds of the long-form rows (``extra_info["segment_seconds"]``), else None."""
+    rows = [r for r in results if r.extra_info.get("segment_seconds")]
+    if not rows:
+        return None
+    headers = ("Variant", "pieces", "latency s", "pieces' sum s", "between pieces s", "slowest piece s", "per piece s")
+    cells = []
+    for r in rows:
+        pieces = [float(v) for v in r.extra_info["segment_seconds"]]
+        total = sum(pieces)
+        between = r.latency_mean - total if r.latency_mean is not None else None
+        cells.append(
+            [
+                f"`{r.variant}`",
+                str(len(pieces)),
+                md.significant(r.latency_mean),
+                md.significant(total),
+                md.significant(between),
+                f"{md.significant(max(pieces))} (piece {pieces.index(max(pieces)) + 1})",
+                ", ".join(md.significant(v) for v in pieces),
+            ]
+        )
+    return "\n".join([_SEGMENT_CAPTION, "", md.table(headers, cells)])
 
 
 def _mb(value: int | None) -> float | None:
