@@ -144,10 +144,11 @@ class _Reporter:
     def write_line(self, line: str, **markup: bool) -> None:
         self.lines.append(line)
 
-    def rewrite(self, line: str, erase: bool = False) -> None:
+    def rewrite(self, line: str, **markup: bool) -> None:
+        assert markup.get("erase") and markup.get("flush")  # the whole old line overwritten, shown at once
         self.rewrites.append(line)
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, **markup: bool) -> None:
         self.raw.append(text)
 
     def ensure_newline(self) -> None:
@@ -277,7 +278,7 @@ def test_interleaved_processes_reach_pytest_benchmark(bench_pytester: pytest.Pyt
         "2",
         "--bark-interleave",
         "--bark-variants",
-        "baseline;attention=eager,dtype=bf16",
+        "baseline;sdpa",  # two fp32 variants: the cheapest pair on a CPU
         f"--benchmark-json={out}",
         timeout=900,
     )
@@ -287,7 +288,7 @@ def test_interleaved_processes_reach_pytest_benchmark(bench_pytester: pytest.Pyt
     result.stdout.fnmatch_lines(["*Processes and precision*", "*eager-fp32-bs1*2 processes (interleaved*"])
     data = json.loads(out.read_text())
     by_variant = {b["extra_info"]["variant"]: b for b in data["benchmarks"]}
-    assert set(by_variant) == {"eager-fp32-bs1", "eager-bf16-bs1"}
+    assert set(by_variant) == {"eager-fp32-bs1", "sdpa-fp32-bs1"}
     starts = {}
     pids: list[int] = []
     for variant, bench in by_variant.items():
@@ -303,7 +304,7 @@ def test_interleaved_processes_reach_pytest_benchmark(bench_pytester: pytest.Pyt
         pids += info["process_pids"]
         starts[variant] = info["round_started_unix_s"]
     assert len(set(pids)) == 4  # a fresh worker per process
-    a, b = starts["eager-fp32-bs1"], starts["eager-bf16-bs1"]
+    a, b = starts["eager-fp32-bs1"], starts["sdpa-fp32-bs1"]
     # A1 B1 A2 B2: each pass's rounds of the first variant, then the second's, then the next pass.
     assert a[0] < a[1] < b[0] < b[1] < a[2] < a[3] < b[2] < b[3]
 
@@ -480,3 +481,32 @@ def test_interleaved_schedule_order_and_a_failing_variant(monkeypatch: pytest.Mo
     assert a.complete and c.complete and schedule_run.interrupt is None
     assert b.failure is not None and b.failure[1] == "died" and len(b.processes) == 1
     assert [p.info.pid for p in a.processes] == [1, 4]
+
+
+def test_an_interrupt_stops_the_schedule_and_keeps_the_finished_variants(monkeypatch: pytest.MonkeyPatch) -> None:
+    from barkbench.pytest_plugin.processes import InterleavedRun
+    from barkbench.pytest_plugin.session import BarkBench
+    from barkbench.variants import Variant
+
+    variants = (Variant(), Variant(dtype="bf16"))
+    # A1 B1 A2 then Ctrl-C in B2's first round: A finished, B did not.
+    _patch(monkeypatch, [1.0] * 6)
+    calls = {"n": 0}
+    generate = _FakeRunner.generate
+
+    def interrupting(self: _FakeRunner) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return generate(self)
+
+    monkeypatch.setattr(_FakeRunner, "generate", interrupting)
+    bench = BarkBench(_config(variants=variants, interleave=True))
+    schedule_run = InterleavedRun(bench, variants)
+    schedule_run.run()
+    a, b = (schedule_run.runs[v.id] for v in variants)
+    assert a.complete and a.round_seconds == [1.0] * 4
+    assert not b.settled and len(b.processes) == 1
+    assert schedule_run.interrupt is not None
+    exc, step = schedule_run.interrupt
+    assert isinstance(exc, KeyboardInterrupt) and step == "eager-bf16-bs1's process 2/2 round 1/2"

@@ -275,7 +275,7 @@ class Progress:
             def rewrite() -> None:
                 if not self._line_open:
                     reporter.ensure_newline()  # off pytest's own line (the file name, the status letters)
-                reporter.rewrite(line, erase=True)
+                reporter.rewrite(line, erase=True, flush=True)  # no newline: the terminal shows it only when flushed
 
             self._emit(rewrite)
             self._line_open = True
