@@ -123,8 +123,17 @@ case "$cmd" in
     exec .venv-legacy/bin/python -m pytest bench/ --benchmark-autosave "$@"
     ;;
   test)
-    current_env
-    legacy_env
+    if [[ ${BARKBENCH_TEST_JOBS:-2} == 1 ]]; then
+      current_env
+      legacy_env
+    else
+      # The two environments install side by side too (mostly waiting on disk and unpacking): pip's cache is
+      # safe to share, each writes its own folder.
+      legacy_env &
+      legacy_setup=$!
+      current_env
+      wait "$legacy_setup"
+    fi
     # The lint and both stacks run even when one fails, so one CI run shows every failure; the status is
     # non-zero when any failed.
     status=0

@@ -91,6 +91,7 @@ venv=$(basename "$(dirname "$(dirname "$0")")")
 echo "$venv $*" >>"$FAKE_LOG"
 case "$1 $2" in
   "-c "*) echo "transformers fake" ;;
+  "-m pip") [[ ${FAKE_PIP_FAILS:-} == "$venv" && " $* " == *" -e "* ]] && exit 7 ;;
   "-m pytest")
     echo "$venv pytest-start threads=${OMP_NUM_THREADS:-unset}" >>"$FAKE_LOG"
     sleep "${FAKE_PYTEST_SECONDS:-0}"
@@ -202,3 +203,9 @@ def test_bark_test_jobs_1_runs_the_stacks_one_after_the_other_with_the_default_t
         ".venv-legacy pytest-end",
     ]
     assert {line.split()[-1] for line in log if " pytest-start " in line} == {"threads=unset"}
+
+
+def test_a_failed_install_beside_the_other_fails_the_run_before_any_test(checkout: Path):
+    code, log = run(checkout, "./dev.sh", "test", "-q", env={"FAKE_PIP_FAILS": ".venv-legacy"})
+    assert code != 0
+    assert not [line for line in log if " -m pytest " in line]
