@@ -211,3 +211,11 @@ def test_efficiency_report_ranks_variants_by_latency(tmp_path, capsys, monkeypat
     # A run without efficiency figures: one line naming the file and what produces them.
     assert main(["report", "--efficiency", str(Path(__file__).parent / "data" / "run-cpu.json")]) == 2
     assert "no variant recorded efficiency figures" in capsys.readouterr().err
+
+
+def test_doctor_measures_the_shapes_a_benchmarks_worker_reads(meta_bark_small):
+    # `barkbench doctor --limits` caches under the key a worker computes from the loaded model: same shapes.
+    from barkbench import doctor
+    from barkbench.measure.limits import stage_shapes
+
+    assert doctor.architecture_shapes("random:bark-small") == stage_shapes(meta_bark_small)

@@ -75,7 +75,7 @@ class LimitsArgumentError(ValueError):
     """A ``--limits``/``--limits-model`` value doctor cannot measure; the message says what to give instead."""
 
 
-def _limits_shapes(model: str) -> dict[str, Any]:
+def architecture_shapes(model: str) -> dict[str, Any]:
     from barkbench.measure import sources
     from barkbench.results.efficiency import STAGE_SUBMODELS, SubModelShape
 
@@ -100,7 +100,7 @@ def measure_limits(variants_spec: str, model: str, device_type: str) -> list[dic
         variants = parse_variants(variants_spec)
     except VariantError as exc:
         raise LimitsArgumentError(f"--limits: {exc}") from None
-    shapes = _limits_shapes(model)
+    shapes = architecture_shapes(model)
     done: dict[tuple[str, str | None, int] | str, dict[str, Any]] = {}
     for variant in variants:
         reason = optimize.unsupported_reason(variant, device_type)
