@@ -510,3 +510,45 @@ def test_an_interrupt_stops_the_schedule_and_keeps_the_finished_variants(monkeyp
     assert schedule_run.interrupt is not None
     exc, step = schedule_run.interrupt
     assert isinstance(exc, KeyboardInterrupt) and step == "eager-bf16-bs1's process 2/2 round 1/2"
+
+
+class _Options:
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+
+    def getoption(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"bark_max_time": 30.0}, "--bark-max-time caps adaptive rounds; add --bark-target-precision"),
+        (
+            {"bark_target_precision": 0.02, "bark_max_rounds": 3, "bark_processes": 2},
+            "--bark-max-rounds 3 is below the 4 rounds asked for",
+        ),
+    ],
+)
+def test_adaptive_caps_are_checked_at_start(options: dict[str, Any], message: str) -> None:
+    from barkbench.pytest_plugin.session import _check_adaptive_options
+
+    with pytest.raises(pytest.UsageError, match=message):
+        _check_adaptive_options(_Options(**options), rounds=2)  # type: ignore[arg-type]
+    _check_adaptive_options(_Options(bark_target_precision=0.02, bark_max_rounds=4), rounds=2)  # type: ignore[arg-type]
+
+
+def test_option_parsers_refuse_bad_values() -> None:
+    import argparse
+
+    from barkbench.pytest_plugin import options
+
+    assert options.parse_target_precision("2%") == pytest.approx(0.02)
+    assert options.parse_target_precision("0.05") == pytest.approx(0.05)
+    for bad in ("0", "1.5", "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--bark-target-precision"):
+            options.parse_target_precision(bad)
+    with pytest.raises(argparse.ArgumentTypeError, match="--bark-processes must be >= 1"):
+        options.parse_processes("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="--bark-max-time must be > 0"):
+        options.parse_max_time("-1")

@@ -98,6 +98,7 @@ class BenchConfig:
         rounds = config.getoption("bark_rounds") or DEFAULT_ROUNDS.get(model, DEFAULT_ROUNDS_OTHER)
         if (config.getoption("bark_processes", None) or 1) > 1 and config.getoption("bark_isolation") != "process":
             raise pytest.UsageError("--bark-processes needs a fresh worker process per run; drop --bark-isolation off")
+        _check_adaptive_options(config, rounds)
         shard: Shard | None = config.getoption("bark_shard", None)
         return cls(
             model=model,
@@ -153,6 +154,29 @@ class BenchConfig:
             env={"TRANSFORMERS_VERBOSITY": "error"},
             fixed_length=self.fixed_length,
             threads=self.threads,
+        )
+
+
+def _check_adaptive_options(config: pytest.Config, rounds: int) -> None:
+    """The caps only mean something with a target, and cannot be below the rounds the run asks for anyway."""
+    target = config.getoption("bark_target_precision", None)
+    max_rounds = config.getoption("bark_max_rounds", None)
+    if target is None:
+        given = [
+            o
+            for o in ("--bark-max-rounds", "--bark-max-time")
+            if config.getoption(o.lstrip("-").replace("-", "_"), None)
+        ]
+        if given:
+            raise pytest.UsageError(
+                f"{' and '.join(given)} caps adaptive rounds; add --bark-target-precision (e.g. 0.02)"
+            )
+        return
+    asked = rounds * (config.getoption("bark_processes", None) or 1)
+    if max_rounds is not None and max_rounds < asked:
+        raise pytest.UsageError(
+            f"--bark-max-rounds {max_rounds} is below the {asked} rounds asked for (--bark-rounds x --bark-processes); "
+            "raise it or ask for fewer rounds"
         )
 
 
