@@ -552,3 +552,80 @@ def test_option_parsers_refuse_bad_values() -> None:
         options.parse_processes("0")
     with pytest.raises(argparse.ArgumentTypeError, match="--bark-max-time must be > 0"):
         options.parse_max_time("-1")
+
+
+class _Benchmark:
+    """pytest-benchmark's fixture, as far as the recording uses it: ``pedantic`` times each round with
+    ``_timer`` as pytest-benchmark's runner does, and the stats hold the durations."""
+
+    def __init__(self, name: str) -> None:
+        from types import SimpleNamespace
+
+        self.enabled = True
+        self.extra_info: dict[str, Any] = {}
+        self.has_error = False
+        self.group = "tiny bs1"
+        self.name = self.fullname = self.param = name
+        self.params = {"bark_variant": name}
+        self.stats: Any = None
+        self._timer: Any = None
+        self._ns = SimpleNamespace
+
+    def pedantic(self, target: Any, rounds: int, warmup_rounds: int, iterations: int) -> None:
+        data = []
+        for _ in range(rounds):
+            start = self._timer()
+            target()
+            data.append(self._timer() - start)
+        mean = sum(data) / len(data)
+        stddev = (sum((d - mean) ** 2 for d in data) / (len(data) - 1)) ** 0.5
+        self.stats = self._ns(stats=self._ns(mean=mean, stddev=stddev, data=data))
+
+
+def test_each_test_records_its_variant_and_the_unfinished_one_reraises(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from barkbench.pytest_plugin import processes
+    from barkbench.pytest_plugin.session import BarkBench
+    from barkbench.variants import Variant
+
+    variants = (Variant(), Variant(dtype="bf16"))
+    _patch(monkeypatch, [1.0, 1.2, 2.0, 2.2, 1.1, 1.3])
+    calls = {"n": 0}
+    generate = _FakeRunner.generate
+
+    def interrupting(self: _FakeRunner) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 7:  # B's second process, first round
+            raise KeyboardInterrupt
+        return generate(self)
+
+    monkeypatch.setattr(_FakeRunner, "generate", interrupting)
+    cfg = _config(variants=variants, interleave=True)
+    clock = schedule.RunClock()
+    session = SimpleNamespace(
+        pytest_config=SimpleNamespace(_benchmarksession=None),
+        failed=[],
+        completed=[],
+        interrupted=None,
+        clock=clock,
+        progress=lambda variant_id, enabled: Progress(None, variant_id, 0, 2, True, clock, 2),
+    )
+    bench = BarkBench(cfg, session)  # type: ignore[arg-type]
+    schedule_run = processes.InterleavedRun(bench, variants)
+    schedule_run.run()
+    session.interleaved_run = lambda _bench: schedule_run
+    a_bench = _Benchmark("eager-fp32-bs1")
+    processes.run_variant(bench, a_bench, variants[0], cfg.workload(variants[0]))
+    # A's four rounds (both processes) went to pytest-benchmark as recorded, with its per-process figures.
+    assert a_bench.stats.stats.data == [1.0, 1.2, 1.1, 1.3]
+    info = a_bench.extra_info
+    assert info["process_means_s"] == pytest.approx([1.1, 1.2]) and info["process_pids"] == [1, 3]
+    assert info["status"] == "ok" and info["rounds"] == 4 and info["peak_memory_bytes"] == 5003
+    assert info["process_peak_memory_bytes"] == [5001, 5003]
+    b_bench = _Benchmark("eager-bf16-bs1")
+    with pytest.raises(KeyboardInterrupt):
+        processes.run_variant(bench, b_bench, variants[1], cfg.workload(variants[1]))
+    assert b_bench.extra_info["status"] == "interrupted" and b_bench.stats is None
+    assert "during eager-bf16-bs1's process 2/2 round 1/2; 2 measured round(s) finished" in b_bench.extra_info["error"]
+    assert session.interrupted == ("eager-bf16-bs1", "SIGINT") and len(session.failed) == 1
