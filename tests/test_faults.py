@@ -246,7 +246,17 @@ def test_a_hung_worker_times_out_and_a_killed_one_is_named_by_its_signal(
     assert hung["extra_info"]["failure_kind"] == "timeout"
     assert "within 8 s (--bark-round-timeout)" in hung["extra_info"]["error"]
     assert killed["extra_info"]["failure_kind"] == "died"
-    assert "killed by SIGKILL (the kernel's out-of-memory killer sends this" in killed["extra_info"]["error"]
+    # The kernel's out-of-memory kill count of the cgroup the worker shares with this test, where readable, clears
+    # the OOM killer (a SIGKILL sent by this test does not raise it); where not, the SIGKILL stays a possibility
+    # with where to check.
+    from barkbench.measure.oom_kills import oom_kill_count
+
+    counted = oom_kill_count()
+    assert (
+        f"killed by SIGKILL (not the out-of-memory killer: {counted.path} shows no new oom_kill)"
+        if counted is not None
+        else "killed by SIGKILL (the kernel's out-of-memory killer sends this; dmesg says whether it did)"
+    ) in killed["extra_info"]["error"], killed["extra_info"]["error"]
     assert "out of memory?" not in session.output
     log = Path(killed["extra_info"]["error"].rpartition("its log: ")[2])
     assert log.is_file()

@@ -10,7 +10,8 @@ arguments) and implements the same ``Runner`` protocol by sending it typed reque
 Loading replies ``Done(RunnerInfo)`` first. Any failure replies ``Failed(kind, one-line message)``. The parent
 keeps the failure kinds apart: ``unsupported`` becomes a skip (``VariantUnsupported``), ``oom`` and ``error``
 a ``VariantFailed`` of that kind, a worker that vanished without a reply (killed, crashed) one of kind ``died``
-(with the signal name or exit code, as the operating system reports it), and a request left unanswered past its
+(with the signal name or exit code, as the operating system reports it; kind ``oom`` where the kernel's
+out-of-memory kill count, ``oom_kills``, rose while it died by SIGKILL), and a request left unanswered past its
 time limit one of kind ``timeout`` (the worker is killed); the kind is recorded in the results as ``failure_kind``.
 
 The worker never outlives the parent: it asks the kernel for SIGKILL when its parent dies (Linux
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from barkbench.measure.oom_kills import OomKillCount, describe_sigkill, oom_kill_count, oom_killed
 from barkbench.measure.optimize import VariantUnsupported
 from barkbench.measure.runner import RoundResult, Runner, RunnerInfo, RunSpec, VariantRunner
 
@@ -150,8 +152,11 @@ def _handle(runner: VariantRunner, request: Prepare | Generate | SaveWav | Captu
     return Done(runner.save_wav(request.path))
 
 
-def describe_exit(exitcode: int | None) -> str:
-    """A dead process's cause as the operating system reports it: the signal's name, or the exit code."""
+def describe_exit(
+    exitcode: int | None, oom_before: OomKillCount | None = None, oom_after: OomKillCount | None = None
+) -> str:
+    """A dead process's cause as the operating system reports it: the signal's name, or the exit code; for SIGKILL,
+    whether the kernel's out-of-memory killer sent it where its ``oom_kill`` counts (before, after) were read."""
     if exitcode is None:
         return "no exit status"
     if exitcode < 0:
@@ -160,8 +165,7 @@ def describe_exit(exitcode: int | None) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         if name == "SIGKILL":
-            # Only a possibility: the kernel log (dmesg) says whether the OOM killer sent it.
-            return "killed by SIGKILL (the kernel's out-of-memory killer sends this; dmesg says whether it did)"
+            return describe_sigkill(oom_before, oom_after)
         return f"killed by {name}"
     return f"exit code {exitcode}"
 
@@ -235,6 +239,9 @@ class WorkerProcess:
             daemon=True,
             name="barkbench-worker",
         )
+        # The kernel's out-of-memory kill count of the cgroup the worker is about to inherit, read before it starts:
+        # compared with the count after a SIGKILL, it says whether the out-of-memory killer sent it.
+        self._oom_before = oom_kill_count()
         self._process.start()
         child.close()
         info = self._reply(timeout=load_timeout_s, what="load its model")
@@ -271,9 +278,12 @@ class WorkerProcess:
             reply: Reply = self._conn.recv()
         except (EOFError, ConnectionError):
             self._process.join(5)
-            why = describe_exit(self._process.exitcode)
+            code = self._process.exitcode
+            oom_after = None if self._oom_before is None else self._oom_before.again()
+            why = describe_exit(code, self._oom_before, oom_after)
+            kind: FailureKind = "oom" if oom_killed(code, self._oom_before, oom_after) else "died"
             self.kill()
-            raise VariantFailed(f"worker process died ({why}); its log: {self.log_path}", "died") from None
+            raise VariantFailed(f"worker process died ({why}); its log: {self.log_path}", kind) from None
         if isinstance(reply, Done):
             return reply.value
         self.close()
