@@ -29,6 +29,44 @@ _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 REPO = Path(__file__).resolve().parents[1]
 
 
+def running_stack() -> str:
+    """``legacy`` (transformers 4.x, where optimum's BetterTransformer runs) or ``current`` (transformers 5.x)."""
+    from importlib import metadata
+
+    from packaging.version import Version
+
+    return "legacy" if Version(metadata.version("transformers")).major < 5 else "current"
+
+
+# End-to-end tests of the harness's own machinery (signals, schedules, sweeps, error paths) run pytest
+# sub-sessions that cost 10-60 s each, almost all of it starting processes and importing torch; what they check
+# does not depend on the transformers version. Marked `one_stack("current")` or `one_stack("legacy")`, each runs
+# on one stack only — the two halves balance the stacks' times, which `./dev.sh test` runs side by side — so CI
+# stays within its time budget. Tests whose figures or code paths differ between the stacks (loading, attention,
+# memory, budgets, quality) are not marked and run on both. BARKBENCH_TEST_ALL_STACKS=1 runs every test on
+# every stack.
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "one_stack(name): a stack-independent end-to-end test that runs on that stack only "
+        "(BARKBENCH_TEST_ALL_STACKS=1 runs it on both)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("one_stack")
+    if marker is None or os.environ.get("BARKBENCH_TEST_ALL_STACKS") == "1":
+        return
+    wanted = marker.args[0]
+    if wanted not in ("current", "legacy"):
+        raise pytest.UsageError(f"one_stack({wanted!r}) on {item.nodeid}: name 'current' or 'legacy'")
+    if wanted != running_stack():
+        pytest.skip(
+            f"stack-independent end-to-end test, run on the {wanted} stack only to keep CI within its time; "
+            "BARKBENCH_TEST_ALL_STACKS=1 runs it here too"
+        )
+
+
 @pytest.fixture(scope="session")
 def tiny_source():
     from barkbench.measure import sources

@@ -249,14 +249,16 @@ def test_the_source_check_imports_neither_torch_nor_transformers(tmp_path):
 
 
 def test_a_library_error_on_a_whole_folder_stays_the_library_error(tiny_dir):
-    # Bark has no SDPA attention in transformers: its ValueError names that, and must not become "corrupt".
+    # Bark has no flex attention in transformers (on both stacks): its ValueError names that, and must not become
+    # "corrupt". (Not SDPA: once any earlier test registered barkbench's SDPA for Bark, this process supports it.)
     folder = sources.parse_model_source(str(tiny_dir))
     with pytest.raises(ValueError, match="does not support an attention implementation") as info:
-        sources.load_model(folder, attn_implementation="sdpa")
+        sources.load_model(folder, attn_implementation="flex_attention")
     assert not isinstance(info.value, sources.SourceError)
 
 
 @pytest.mark.parametrize("case", ["corrupt folder", "offline hub id"])
+@pytest.mark.one_stack("current")
 def test_a_broken_model_source_fails_the_session_once_before_any_variant(bench, monkeypatch, tmp_path, case):
     if case == "corrupt folder":
         folder = _make_folder(tmp_path / "model", {"config.json": BARK_CONFIG, "model.safetensors": _weights()[:10]})
@@ -316,6 +318,7 @@ def test_a_prompt_past_256_tokens_is_truncated_and_reported(tiny_source):
 # -- a variant that runs out of memory, one unsupported here: recorded, and the run goes on -----------------------
 
 
+@pytest.mark.one_stack("legacy")
 def test_an_out_of_memory_variant_is_recorded_failed_and_the_run_goes_on(bench, monkeypatch):
     # A real torch.OutOfMemoryError, raised in sdpa's worker before it generates (the documented testing hook):
     # the path a GPU out-of-memory takes, with no figure faked for the variant.
@@ -388,6 +391,7 @@ def test_a_run_whose_every_variant_failed_still_writes_the_failures(bench, monke
 # -- an interrupted run never leaves a corrupt JSON behind --------------------------------------------------------
 
 
+@pytest.mark.one_stack("legacy")
 def test_ctrl_c_in_the_second_variant_keeps_the_first_in_a_valid_json(bench):
     add_conftest(
         bench,

@@ -283,6 +283,7 @@ FAST = [
 ]
 
 
+@pytest.mark.one_stack("legacy")
 def test_a_run_with_bark_budgets_fails_the_session_on_an_exceeded_budget(bench_pytester, monkeypatch):
     # One intra-op thread: the sub-session's workers must not fight over a small runner's cores.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

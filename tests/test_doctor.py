@@ -80,6 +80,7 @@ device.cpu_flags = lambda: frozenset({"avx2", "fma"})  # an AVX2-only CPU, whate
 """
 
 
+@pytest.mark.one_stack("current")
 def test_the_session_header_says_so_and_asking_by_name_still_runs(bench_pytester: pytest.Pytester) -> None:
     (bench_pytester.path / "conftest.py").write_text(EMULATING_CPU)
     result = bench_pytester.runpytest_subprocess("bench", "--bark-device", "cpu", "--collect-only", timeout=120)

@@ -46,6 +46,7 @@ def test_importing_the_plugin_cli_and_results_loads_no_torch() -> None:
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
+@pytest.mark.one_stack("current")
 def test_the_readme_benchmark_runs_in_another_project_with_no_conftest(pytester: pytest.Pytester) -> None:
     # pytester.path is a fresh folder outside this repository: nothing of ours is there but the test file.
     pytester.makepyfile(

@@ -130,7 +130,13 @@ def by_variant(path: Path) -> dict[str, dict]:
 # -- interrupts: the worker stops at once, finished variants are saved, the interrupted one is marked ------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "signum",
+    [
+        pytest.param(signal.SIGINT, marks=pytest.mark.one_stack("legacy")),
+        pytest.param(signal.SIGTERM, marks=pytest.mark.one_stack("current")),
+    ],
+)
 def test_an_interrupt_mid_variant_saves_the_finished_ones_and_marks_the_interrupted(
     bench_pytester: pytest.Pytester, sessions: list[Session], signum: signal.Signals
 ):
@@ -187,6 +193,7 @@ def test_an_interrupt_mid_variant_saves_the_finished_ones_and_marks_the_interrup
     assert "min() arg" not in session.output and "Traceback" not in session.output
 
 
+@pytest.mark.one_stack("legacy")
 def test_ctrl_c_while_the_worker_loads_ends_the_session(bench_pytester: pytest.Pytester, sessions: list[Session]):
     # The worker is stopped before it can answer its load: pytest must still end, and quickly.
     folder = bench_pytester.path
@@ -206,6 +213,7 @@ def test_ctrl_c_while_the_worker_loads_ends_the_session(bench_pytester: pytest.P
     assert entry["extra_info"]["status"] == "interrupted" and "loading the model" in entry["extra_info"]["error"]
 
 
+@pytest.mark.one_stack("current")
 def test_the_worker_dies_with_a_killed_session(bench_pytester: pytest.Pytester, sessions: list[Session]):
     # SIGKILL runs no clean-up in pytest: only the kernel (parent-death signal) can end the worker.
     folder = bench_pytester.path
@@ -220,6 +228,7 @@ def test_the_worker_dies_with_a_killed_session(bench_pytester: pytest.Pytester, 
 # -- a hung worker times out, a killed worker is reported as it died; the run goes on ---------------------------
 
 
+@pytest.mark.one_stack("current")
 def test_a_hung_worker_times_out_and_a_killed_one_is_named_by_its_signal(
     bench_pytester: pytest.Pytester, sessions: list[Session]
 ):

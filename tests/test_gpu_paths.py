@@ -159,6 +159,7 @@ for _module, _prefix in ((torch.cuda, "cuda"), (getattr(torch, "accelerator", No
 """
 
 
+@pytest.mark.one_stack("current")
 def test_a_full_cpu_run_makes_no_cuda_call_in_the_pytest_process(bench_pytester):
     # The workers are separate processes (--bark-isolation process): only the parent's calls are forbidden.
     (bench_pytester.path / "conftest.py").write_text(textwrap.dedent(CUDA_RAISES))

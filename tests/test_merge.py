@@ -40,6 +40,7 @@ def shard_files(tmp_path: Path, count: int = 2) -> tuple[dict[str, Any], list[Pa
     return run, paths
 
 
+@pytest.mark.one_stack("legacy")
 def test_merged_shards_read_as_the_unsharded_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, shards = shard_files(tmp_path)
     out = tmp_path / "merged" / "run.json"

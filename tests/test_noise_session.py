@@ -35,6 +35,7 @@ def cpu_hog() -> Iterator[int]:
             proc.wait()
 
 
+@pytest.mark.one_stack("legacy")
 def test_rows_are_flagged_unstable_under_a_cpu_hog(bench_pytester: pytest.Pytester, cpu_hog: int) -> None:
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(

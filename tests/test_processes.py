@@ -262,6 +262,7 @@ def test_report_notes_process_spread_and_precision() -> None:
 # -- end to end -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.one_stack("current")
 def test_interleaved_processes_reach_pytest_benchmark(bench_pytester: pytest.Pytester) -> None:
     out = bench_pytester.path / "run.json"
     result = bench_pytester.runpytest_subprocess(
@@ -326,6 +327,7 @@ def test_overhead_from_process_means() -> None:
     assert "no interval" in overhead_of([[1.0]], [[1.1]], ["bare", "harness"]).summary()
 
 
+@pytest.mark.one_stack("legacy")
 def test_overhead_command_on_the_tiny_model(tmp_path: Any) -> None:
     import subprocess
     import sys

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import running_stack  # tests/conftest.py: the marker below needs it too
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -35,11 +36,6 @@ def project() -> dict:
 def extra(stack: str) -> dict[str, Requirement]:
     reqs = [Requirement(r) for r in project()["optional-dependencies"][stack]]
     return {canonicalize_name(r.name): r for r in reqs}
-
-
-def running_stack() -> str:
-    # The legacy stack is the one with transformers 4.x (optimum's BetterTransformer needs < 4.49).
-    return "legacy" if Version(metadata.version("transformers")).major < 5 else "current"
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -209,3 +205,47 @@ def test_a_failed_install_beside_the_other_fails_the_run_before_any_test(checkou
     code, log = run(checkout, "./dev.sh", "test", "-q", env={"FAKE_PIP_FAILS": ".venv-legacy"})
     assert code != 0
     assert not [line for line in log if " -m pytest " in line]
+
+
+# -- one_stack: stack-independent end-to-end tests run on one stack (tests/conftest.py) ---------------------------
+
+ONE_STACK_TESTS = """
+import pytest
+
+@pytest.mark.one_stack("current")
+def test_on_current():
+    pass
+
+@pytest.mark.one_stack("legacy")
+def test_on_legacy():
+    pass
+
+def test_everywhere():
+    pass
+"""
+
+
+def test_a_one_stack_test_runs_on_its_stack_and_is_skipped_with_the_reason_on_the_other(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+):
+    pytester.makeconftest((REPO / "tests" / "conftest.py").read_text())
+    pytester.makepyfile(test_marked=ONE_STACK_TESTS)
+    monkeypatch.delenv("BARKBENCH_TEST_ALL_STACKS", raising=False)
+    result = pytester.runpytest("-v", "-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, skipped=1)
+    here = running_stack()
+    other = "legacy" if here == "current" else "current"
+    result.stdout.fnmatch_lines([f"*test_on_{here} PASSED*"])
+    result.stdout.fnmatch_lines([f"*test_on_{other} SKIPPED*"])
+    result.stdout.fnmatch_lines([f"*stack-independent end-to-end test, run on the {other} stack only*"])
+
+    monkeypatch.setenv("BARKBENCH_TEST_ALL_STACKS", "1")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3)
+
+
+def test_a_one_stack_marker_must_name_a_stack(pytester: pytest.Pytester):
+    pytester.makeconftest((REPO / "tests" / "conftest.py").read_text())
+    pytester.makepyfile(test_bad='import pytest\n\n@pytest.mark.one_stack("main")\ndef test_x():\n    pass\n')
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*one_stack('main')*name 'current' or 'legacy'*"])
