@@ -101,6 +101,9 @@ def test_stage_efficiencies_three_levels_and_shares():
     assert semantic.time_share == 0.25 and out["codec"].time_share == 0.25
     assert out["codec"].fraction_of_limit is None
     assert eff.percent(0.5) == "50 %" and eff.percent(0.0031) == "0.31 %" and eff.percent(None) == ""
+    # Past the limit by more than noise and caches explain: flagged as the probe's mismatch, not an efficiency.
+    assert eff.percent(1.2) == "120 %"
+    assert eff.percent(38.7) == "3870 % ⚠ above the probe's limit"
 
 
 def test_limit_table_and_step_levels(tmp_path):
