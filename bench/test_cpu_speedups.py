@@ -15,17 +15,15 @@ the goals the project set, are printed as a table at the end of the session and 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from barkbench.measure import overhead
 from barkbench.pytest_plugin.plugin import bark_session
 from barkbench.pytest_plugin.session import BarkBench
 from barkbench.variants import GROUPS, PRESETS
@@ -54,29 +52,6 @@ SKIP_REASON = (
     f"opt-in CPU benchmark (several minutes): run `pytest bench/test_cpu_speedups.py --bark-model {MODEL} "
     f"--benchmark-json=cpu-speedups.json`"
 )
-
-# The bare loop: the same model load, inputs and generate kwargs as the worker, timed with nothing around it.
-_BARE_LOOP = """
-import json, sys, time
-import torch
-from transformers import set_seed
-from barkbench.measure import sources, stages, workload
-args = json.loads(sys.argv[1])
-source = sources.parse_model_source(args["model"])
-model = sources.load_model(source).eval()
-load = workload.Workload(semantic_max_new_tokens=args["tokens"])
-inputs, _ = workload.prepare_inputs(sources.load_processor(source), load, "cpu")
-kwargs = {**inputs, **load.call_kwargs(), **stages.fixed_length_kwargs(args["tokens"]),
-          "return_output_lengths": True}
-times = []
-for _ in range(args["warmup"] + args["rounds"]):
-    set_seed(load.seed)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        model.generate(**kwargs)
-    times.append(time.perf_counter() - start)
-print("BARE_TIMES=" + json.dumps(times[args["warmup"]:]))
-"""
 
 
 def cpu_has_bf16() -> bool:
@@ -229,14 +204,16 @@ def test_bare_generate_loop(speedups):
     Runs right before the harnessed baseline so the two see the same machine state."""
     bench, summary = speedups
     cfg = bench.config
-    args = {"model": cfg.model, "tokens": SEMANTIC_TOKENS, "warmup": cfg.warmup_rounds, "rounds": cfg.rounds}
-    env = {**os.environ, **cfg.spec(VARIANTS[BASELINE]).env}
-    done = subprocess.run(
-        [sys.executable, "-c", _BARE_LOOP, json.dumps(args)], capture_output=True, text=True, env=env, timeout=1800
+    # The same bare loop `barkbench overhead` runs: the worker's model load, inputs and generate kwargs.
+    summary.bare = overhead.bare_loop_times(
+        cfg.model,
+        SEMANTIC_TOKENS,
+        cfg.warmup_rounds,
+        cfg.rounds,
+        threads=None,
+        fixed=True,
+        env=dict(cfg.spec(VARIANTS[BASELINE]).env),
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    line = next(x for x in done.stdout.splitlines() if x.startswith("BARE_TIMES="))
-    summary.bare = json.loads(line.split("=", 1)[1])
     assert len(summary.bare) == cfg.rounds
 
 

@@ -107,7 +107,17 @@ def overhead_of(bare: list[list[float]], harness: list[list[float]], order: list
     )
 
 
-def _bare_process(model: str, tokens: int, warmup: int, rounds: int, threads: int | None, fixed: bool) -> list[float]:
+def bare_loop_times(
+    model: str,
+    tokens: int,
+    warmup: int,
+    rounds: int,
+    threads: int | None,
+    fixed: bool,
+    env: dict[str, str] | None = None,
+) -> list[float]:
+    """One fresh ``python`` process running ``BARE_LOOP``: the timed rounds' seconds. ``env`` adds to the
+    environment (a worker's, so both see the same settings)."""
     args = {
         "model": model,
         "tokens": tokens,
@@ -116,9 +126,9 @@ def _bare_process(model: str, tokens: int, warmup: int, rounds: int, threads: in
         "threads": threads,
         "fixed_length": fixed,
     }
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    environ = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", **(env or {})}
     done = subprocess.run(
-        [sys.executable, "-c", BARE_LOOP, json.dumps(args)], capture_output=True, text=True, env=env, timeout=3600
+        [sys.executable, "-c", BARE_LOOP, json.dumps(args)], capture_output=True, text=True, env=environ, timeout=3600
     )
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -178,7 +188,7 @@ def measure(
     harness: list[list[float]] = []
     order: list[str] = []
     for slot in schedule.plan(["bare", "harness"], processes, interleave=True):
-        run = _bare_process if slot.variant == "bare" else _harness_process
+        run = bare_loop_times if slot.variant == "bare" else _harness_process
         times = run(model, tokens, warmup, rounds, threads, fixed_length)
         (bare if slot.variant == "bare" else harness).append(times)
         order.append(slot.variant)
