@@ -47,7 +47,7 @@ def keys(bench: dict) -> tuple[list[str], list[str]]:
     return sorted(bench["extra_info"]), sorted(bench["stats"] or {})
 
 
-@pytest.mark.one_stack("current")
+@pytest.mark.one_stack("legacy")
 def test_local_sweep_matches_one_run_and_retries_only_the_failed_shard(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
