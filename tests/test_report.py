@@ -407,6 +407,21 @@ def test_rows_without_stored_rounds_show_the_mean_alone(tmp_path: Path) -> None:
     assert run.benchmarks[1].relative_row(run.benchmarks[0])[-1] == md.MISSING
 
 
+def test_an_adaptive_row_that_missed_its_precision_says_so_in_the_row(tmp_path: Path) -> None:
+    data = json.loads(CPU_RUN.read_text())
+    data["benchmarks"][1]["extra_info"].update(
+        target_precision=0.02, precision_met=False, precision_reason="max rounds reached", precision_half_width=0.05
+    )
+    data["benchmarks"][0]["extra_info"].update(
+        target_precision=0.02, precision_met=True, precision_reason="target met", precision_half_width=0.01
+    )
+    path = tmp_path / "adaptive.json"
+    path.write_text(json.dumps(data))
+    text = build_report([load_run(path)], output_dir=None).markdown
+    assert "| `sdpa-fp32-bs1` ⚠ precision not met |" in text
+    assert "| `eager-fp32-bs1` |" in text and "`eager-fp32-bs1` ⚠" not in text
+
+
 def test_unstable_rows_are_marked_with_their_reasons(tmp_path: Path) -> None:
     from barkbench.stats import CpuUsage, check_noise
 

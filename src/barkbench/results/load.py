@@ -225,10 +225,15 @@ class BenchmarkResult:
     RELATIVE_HEADERS = ("Variant", "Latency", "Peak memory", "Throughput", "Speed-up", "Speed-up 95 % CI")
     #: Appended to the variant cell of a row whose rounds failed the noise checks (the reasons follow the table).
     UNSTABLE_MARK = "⚠ unstable"
+    #: Appended to the variant cell of an adaptive-rounds row that hit a cap before its target precision.
+    IMPRECISE_MARK = "⚠ precision not met"
 
     @property
     def label(self) -> str:
-        return f"`{self.variant}`" + (f" {self.UNSTABLE_MARK}" if self.unstable else "")
+        marks = [self.UNSTABLE_MARK] if self.unstable else []
+        if self.extra_info.get("precision_met") is False:
+            marks.append(self.IMPRECISE_MARK)
+        return " ".join([f"`{self.variant}`", *marks])
 
     def absolute_row(self) -> list[str]:
         """Cells for the absolute table; a failed variant keeps its row so the reader sees it was tried."""
