@@ -50,6 +50,22 @@ def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
     return parse
 
 
+def positive_seconds(name: str) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {value!r}") from None
+        if not seconds > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be > 0 seconds, got {value}")
+        return seconds
+
+    parse.__name__ = name.lstrip("-").replace("-", "_")
+    return parse
+
+
+parse_round_timeout = positive_seconds("--bark-round-timeout")
+parse_max_time = positive_seconds("--bark-max-time")
 parse_rounds = positive_int("--bark-rounds")
 parse_threads = positive_int("--bark-threads")
 parse_processes = positive_int("--bark-processes")
@@ -68,16 +84,6 @@ def parse_target_precision(value: str) -> float:
     return fraction
 
 
-def parse_max_time(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--bark-max-time must be a number of seconds, got {value!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"--bark-max-time must be > 0 seconds, got {value}")
-    return seconds
-
-
 parse_warmup_rounds = positive_int("--bark-warmup-rounds", minimum=0)
 _positive_semantic_tokens = positive_int("--bark-semantic-tokens")
 
@@ -91,16 +97,6 @@ def parse_semantic_tokens(value: str) -> int:
             f"tokens); use at most {MAX_SEMANTIC_TOKENS}"
         )
     return number
-
-
-def parse_round_timeout(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--bark-round-timeout must be a number of seconds, got {value!r}") from None
-    if not seconds > 0:
-        raise argparse.ArgumentTypeError(f"--bark-round-timeout must be > 0 seconds, got {value}")
-    return seconds
 
 
 def parse_variants_option(value: str) -> list[Variant]:

@@ -337,6 +337,17 @@ def limit_rows(results: Any) -> list[tuple[str, Mapping[str, Mapping[str, Any]]]
     return rows
 
 
+#: The columns of ``_limit_cells``: each stage's "% of limit" and the decode steps' three levels.
+LIMIT_HEADERS = (
+    "semantic % of bandwidth",
+    "coarse % of bandwidth",
+    "fine % of matmul",
+    "codec % of time",
+    "semantic step ms (floor / kernels / measured)",
+    "coarse step ms (floor / kernels / measured)",
+)
+
+
 def limit_table(results: Any) -> str | None:
     """The "% of limit" table and the three levels of a decode step, or None when no row has efficiency."""
     from barkbench.results import markdown as md
@@ -344,15 +355,7 @@ def limit_table(results: Any) -> str | None:
     rows = limit_rows(results)
     if not rows:
         return None
-    headers = (
-        "Variant",
-        "semantic % of bandwidth",
-        "coarse % of bandwidth",
-        "fine % of matmul",
-        "codec % of time",
-        "semantic step ms (floor / kernels / measured)",
-        "coarse step ms (floor / kernels / measured)",
-    )
+    headers = ("Variant", *LIMIT_HEADERS)
     cells = [[f"`{variant}`", *_limit_cells(figures)] for variant, figures in rows]
     return "\n".join([LIMIT_CAPTION, "", md.table(headers, cells)])
 
@@ -412,20 +415,7 @@ def limit_ranking(results: Any) -> str | None:
         value = _float(getattr(r, "latency_mean", None))
         return math.inf if value is None else value
 
-    headers = (
-        "Rank",
-        "Variant",
-        "Latency s",
-        "Speed-up",
-        "semantic % of bandwidth",
-        "coarse % of bandwidth",
-        "fine % of matmul",
-        "codec % of time",
-        "semantic step ms (floor / kernels / measured)",
-        "coarse step ms (floor / kernels / measured)",
-        "semantic bound by",
-        "coarse bound by",
-    )
+    headers = ("Rank", "Variant", "Latency s", "Speed-up", *LIMIT_HEADERS, "semantic bound by", "coarse bound by")
     cells = []
     for rank, r in enumerate(sorted(rows, key=latency), start=1):
         figures = _efficiency_of(r.extra_info) or {}
