@@ -148,10 +148,10 @@ class VariantRunner:
             trackers.make_mapped_weights_resident()
         self.model = prepared.model
         self.processor = sources.load_processor(source)
-        self.calls, warnings = workload.prepare_calls(
-            self.processor, spec.workload, prepared.device, random_model=source.kind == "random"
-        )
         self._random_model = source.kind == "random"
+        self.calls, warnings = workload.prepare_calls(
+            self.processor, spec.workload, prepared.device, random_model=self._random_model
+        )
         self._audio: tuple[Any, Any] | None = None
         device_kind, device_index = device_mod.device_kind_and_index(prepared.device)
         self.info = RunnerInfo(
