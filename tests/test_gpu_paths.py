@@ -258,3 +258,68 @@ def test_gpu_acceptance_installed_mode_installs_barkbench_alone():
     mode = script.split("gpu-acceptance-installed)", 1)[1].split(";;", 1)[0]
     # require_cuda comes first: a CPU machine stops before anything is installed.
     assert mode.index("require_cuda") < mode.index("-m pip install -q --no-deps --no-build-isolation -e .")
+
+
+# -- what the first GPU run found (NVIDIA H200, torch 2.11+cu130, transformers 5.17, pytest-benchmark 5.2.3) --------
+
+
+def test_acceptance_passes_the_h200_run_and_compares_an_offload_row_without_its_exact_twin(capsys):
+    from barkbench.cli import main
+
+    # The blog-sdpa preset has sdpa+fp16+offload but no sdpa+fp16: its twin is the eager fp16 row of the same run.
+    assert main(["acceptance", str(DATA / "h200-tiny.json"), str(DATA / "h200-random-bark-small.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| ok | `h200-tiny.json` | `sdpa-fp16-offload-bs1` peak below `eager-fp16-bs1` | 106.4 vs 133.8 MB |" in out
+    assert "| ok | `h200-tiny.json` | `sdpa-fp32-offload-bs1` peak below `sdpa-fp32-bs1` |" in out
+    assert "NVIDIA H200" in out
+
+
+def test_acceptance_fails_when_no_offload_row_has_a_no_offload_peak_to_compare(tmp_path, capsys):
+    from barkbench.cli import main
+
+    data = json.loads((DATA / "h200-tiny.json").read_text())
+    # Left: the fp32 rows without offload and the fp16 rows with it, so no offload row has a same-dtype twin.
+    data["benchmarks"] = [
+        b for b in data["benchmarks"] if (b["extra_info"]["offload"] == "none") == (b["extra_info"]["dtype"] == "fp32")
+    ]
+    lone = tmp_path / "lone.json"
+    lone.write_text(json.dumps(data))
+    assert main(["acceptance", str(lone)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        "| **FAIL** | `lone.json` | offload compared with a no-offload peak | no no-offload row of the same dtype and "
+        "batch size for `sdpa-fp16-offload-bs1` |" in out
+    )
+
+
+def test_benchmark_json_given_as_an_open_file_is_checked_and_saved_atomically_by_path(tmp_path):
+    """pytest-benchmark 5.1 and 5.2 parse --benchmark-json with argparse.FileType('wb'): the option's value is an
+    open file, which made the start-up check raise TypeError on the GPU machine."""
+    import types
+
+    from barkbench.pytest_plugin import benchmark_patches
+    from barkbench.pytest_plugin.session import startup_checks
+
+    target = tmp_path / "run.json"
+    opened = open(target, "wb")  # noqa: SIM115 - what argparse.FileType hands over
+    assert benchmark_patches.json_option_path(opened) == target
+    assert benchmark_patches.json_option_path(str(target)) == target
+    assert benchmark_patches.json_option_path(None) is None
+
+    class Config:
+        def getoption(self, name, default=None):
+            return {"benchmark_json": opened, "bark_model": None}.get(name, default)
+
+    startup_checks(Config())  # raised TypeError before: Path(<BufferedWriter>)
+
+    logged = []
+    bs = types.SimpleNamespace(
+        json=opened, storage=None, logger=types.SimpleNamespace(info=lambda m, **k: logged.append(m))
+    )
+    config = types.SimpleNamespace(_benchmarksession=bs)
+    saved: list[str] = []
+    benchmark_patches.install(config, failed=[], saved=saved)
+    assert opened.closed and bs.json == target
+    bs.save_json({"benchmarks": []})
+    assert json.loads(target.read_text()) == {"benchmarks": []}
+    assert saved == [str(target)]

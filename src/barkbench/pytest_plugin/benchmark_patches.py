@@ -65,6 +65,15 @@ def _benchmark_session(config: pytest.Config) -> Any:
     return getattr(config, "_benchmarksession", None)
 
 
+def json_option_path(value: object) -> Path | None:
+    """The path given to ``--benchmark-json``: pytest-benchmark 5.3 parses it as a path, 5.1 and 5.2 as a file it
+    has already opened (``argparse.FileType("wb")``; 5.2.3 on a GPU machine), whose ``name`` is the path."""
+    if value is None:
+        return None
+    name = getattr(value, "name", value)
+    return Path(name) if isinstance(name, (str, os.PathLike)) else None
+
+
 def _add_failures(failed: list[dict[str, Any]], output_json: dict[str, Any]) -> None:
     """Append the failed variants (``stats: null``) to the ``--benchmark-json`` file's benchmarks. Not to the
     autosaved files: pytest-benchmark's own loader (``--benchmark-compare``, ``pytest-benchmark compare``)
@@ -87,7 +96,12 @@ def install(config: pytest.Config, failed: list[dict[str, Any]], saved: list[str
     def dumps(output_json: Any) -> bytes:
         return safe_dumps(output_json, ensure_ascii=True, indent=4).encode()
 
-    if isinstance(getattr(bs, "json", None), (str, os.PathLike)):
+    json_path = json_option_path(getattr(bs, "json", None))
+    if json_path is not None:
+        opened = bs.json
+        if hasattr(opened, "close"):  # 5.1/5.2's open file: written atomically by path instead
+            opened.close()
+        bs.json = json_path
 
         def save_json(output_json: Any) -> None:
             _add_failures(failed, output_json)

@@ -568,9 +568,9 @@ class _SaveGuard:
 
 def startup_checks(config: pytest.Config) -> None:
     """What can be checked before a model loads, checked once: one line with the fix, no traceback."""
-    json_path = config.getoption("benchmark_json", None)
+    json_path = benchmark_patches.json_option_path(config.getoption("benchmark_json", None))
     if json_path is not None:
-        _check_writable(Path(json_path).parent, f"--benchmark-json {json_path}", "give a path in a writable folder")
+        _check_writable(json_path.parent, f"--benchmark-json {json_path}", "give a path in a writable folder")
     wav_dir = config.getoption("bark_wav_dir", None)
     if wav_dir:
         _check_writable(Path(wav_dir), f"--bark-wav-dir {wav_dir}", "give a writable folder")
