@@ -631,3 +631,11 @@ def test_each_test_records_its_variant_and_the_unfinished_one_reraises(monkeypat
     assert b_bench.extra_info["status"] == "interrupted" and b_bench.stats is None
     assert "during eager-bf16-bs1's process 2/2 round 1/2; 2 measured round(s) finished" in b_bench.extra_info["error"]
     assert session.interrupted == ("eager-bf16-bs1", "SIGINT") and len(session.failed) == 1
+
+
+def test_overhead_rejects_a_bad_count_in_one_line_naming_the_option(capsys: Any) -> None:
+    from barkbench.cli import main
+
+    assert main(["overhead", "--processes", "0"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--processes must be >= 1, got 0" in line

@@ -30,6 +30,7 @@ from typing import Any
 
 from barkbench import stats as bstats
 from barkbench.measure import schedule
+from barkbench.parsers import positive_int
 
 HELP = "measure the harness's overhead over a bare generate loop (interleaved fresh processes, 95 % interval)"
 
@@ -200,27 +201,28 @@ def measure(
 # -- command line ------------------------------------------------------------------------------------------------
 
 
-def _at_least(minimum: int) -> Any:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
-        return number
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="model source, as --bark-model (default: tiny)")
-    parser.add_argument("--processes", type=_at_least(1), default=6, help="fresh processes per side (default: 6)")
-    parser.add_argument("--rounds", type=_at_least(1), default=5, help="timed calls per process (default: 5)")
-    parser.add_argument("--warmup", type=_at_least(0), default=1, help="untimed calls per process first (default: 1)")
-    parser.add_argument("--semantic-tokens", type=_at_least(1), default=64, help="pinned semantic length (default: 64)")
     parser.add_argument(
-        "--threads", type=_at_least(1), default=None, help="torch intra-op threads in both (default: torch's)"
+        "--processes", type=positive_int("--processes"), default=6, help="fresh processes per side (default: 6)"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int("--rounds"), default=5, help="timed calls per process (default: 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=positive_int("--warmup", 0), default=1, help="untimed calls per process first (default: 1)"
+    )
+    parser.add_argument(
+        "--semantic-tokens",
+        type=positive_int("--semantic-tokens"),
+        default=64,
+        help="pinned semantic length (default: 64)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=positive_int("--threads"),
+        default=None,
+        help="torch intra-op threads in both (default: torch's)",
     )
     parser.add_argument(
         "--no-fixed-length", action="store_true", help="let calls stop at EOS (default: every call forced to length)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +16,7 @@ from barkbench.measure import sources
 from barkbench.measure import workload as workload_mod
 from barkbench.measure.limits import REMEASURE_ENV
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
+from barkbench.parsers import positive_int, positive_seconds
 from barkbench.results import budgets as budgets_mod
 from barkbench.results import quality as quality_mod
 from barkbench.sweep import shards as shards_mod
@@ -34,34 +34,6 @@ class _RemeasureLimits(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: object) -> None:
         os.environ[REMEASURE_ENV] = "1"
         setattr(namespace, self.dest, True)
-
-
-def positive_int(name: str, minimum: int = 1) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {minimum}, got {number}")
-        return number
-
-    parse.__name__ = name.lstrip("-").replace("-", "_")
-    return parse
-
-
-def positive_seconds(name: str) -> Callable[[str], float]:
-    def parse(value: str) -> float:
-        try:
-            seconds = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number of seconds, got {value!r}") from None
-        if not seconds > 0:
-            raise argparse.ArgumentTypeError(f"{name} must be > 0 seconds, got {value}")
-        return seconds
-
-    parse.__name__ = name.lstrip("-").replace("-", "_")
-    return parse
 
 
 parse_round_timeout = positive_seconds("--bark-round-timeout")
