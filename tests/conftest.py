@@ -84,9 +84,15 @@ def tiny_dir(tiny_source) -> Path:
 
 
 @pytest.fixture()
-def bench_pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+def bench_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester folder holding the repo's bench/ suite, to run benchmark sub-sessions. No conftest: the plugin
-    loads through barkbench's ``pytest11`` entry point, as in any project that installs barkbench."""
+    loads through barkbench's ``pytest11`` entry point, as in any project that installs barkbench.
+
+    Sub-sessions run on the CPU unless a test names another device on its command line (which comes after
+    PYTEST_ADDOPTS, so it wins): their expectations (RSS memory, CPU skip reasons, ``cpu`` in messages) are the
+    CPU's, and on a GPU machine ``auto`` would pick CUDA. The CUDA runs are the GPU acceptance's benchmark."""
+    # pytester clears PYTEST_ADDOPTS when it starts; set after it, for this test's sub-sessions only.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "--bark-device cpu")
     bench = pytester.mkdir("bench")
     (bench / "test_bark.py").write_text((REPO / "bench" / "test_bark.py").read_text())
     return pytester
