@@ -304,6 +304,9 @@ def test_benchmark_json_given_as_an_open_file_is_checked_and_saved_atomically_by
     opened = open(target, "wb")  # noqa: SIM115 - what argparse.FileType hands over
     assert benchmark_patches.json_option_path(opened) == target
     assert benchmark_patches.json_option_path(str(target)) == target
+    assert (
+        benchmark_patches.json_option_path(target) == target
+    )  # pytest-benchmark 5.3: a Path, whose .name is "run.json"
     assert benchmark_patches.json_option_path(None) is None
 
     class Config:

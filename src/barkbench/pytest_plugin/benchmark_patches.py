@@ -68,9 +68,9 @@ def _benchmark_session(config: pytest.Config) -> Any:
 def json_option_path(value: object) -> Path | None:
     """The path given to ``--benchmark-json``: pytest-benchmark 5.3 parses it as a path, 5.1 and 5.2 as a file it
     has already opened (``argparse.FileType("wb")``; 5.2.3 on a GPU machine), whose ``name`` is the path."""
-    if value is None:
-        return None
-    name = getattr(value, "name", value)
+    if isinstance(value, (str, os.PathLike)):  # before .name: a Path's .name is its last part only
+        return Path(value)
+    name = getattr(value, "name", None)  # an open file's name is the path it was opened with
     return Path(name) if isinstance(name, (str, os.PathLike)) else None
 
 
