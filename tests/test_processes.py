@@ -639,3 +639,34 @@ def test_overhead_rejects_a_bad_count_in_one_line_naming_the_option(capsys: Any)
     assert main(["overhead", "--processes", "0"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "--processes must be >= 1, got 0" in line
+
+
+def test_intervals_of_rows_measured_in_several_processes_resample_the_process_means(tmp_path: Any) -> None:
+    import json
+    from pathlib import Path
+
+    from barkbench.results.load import load_run
+
+    data = json.loads((Path(__file__).parent / "data" / "h200-tiny.json").read_text())
+    rows = {b["name"]: b for b in data["benchmarks"]}
+    eager, sdpa, offload = (
+        rows[f"test_generate[{v}]"] for v in ("eager-fp32-bs1", "sdpa-fp32-bs1", "sdpa-fp32-offload-bs1")
+    )
+    # Three processes each: close rounds, process means far apart (what a single process hides).
+    eager["extra_info"]["process_means_s"] = [0.40, 0.50, 0.60]
+    sdpa["extra_info"]["process_means_s"] = [0.35, 0.45, 0.55]
+    path = tmp_path / "processes.json"
+    path.write_text(json.dumps(data))
+    results = {r.variant: r for r in load_run(path).benchmarks}
+    e, s, o = results["eager-fp32-bs1"], results["sdpa-fp32-bs1"], results["sdpa-fp32-offload-bs1"]
+
+    latency = e.latency_interval
+    assert latency is not None and latency.over == "processes" and latency.n == 3
+    assert latency.estimate == pytest.approx(0.5) and latency.high - latency.low > 0.1  # the rounds span 0.03 s
+    speedup = s.speedup_interval(e)
+    assert speedup is not None and speedup.over == "processes" and speedup.n == 3
+    assert speedup.estimate == pytest.approx(0.5 / 0.45)
+    # A row from one process against one from several: both sides fall back to rounds.
+    mixed = o.speedup_interval(e)
+    assert mixed is not None and mixed.over == "rounds" and mixed.n == len(o.round_seconds)
+    assert o.latency_interval is not None and o.latency_interval.over == "rounds"

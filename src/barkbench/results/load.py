@@ -194,9 +194,21 @@ class BenchmarkResult:
     # -- rendering ------------------------------------------------------------------------------------------
 
     @property
+    def interval_samples(self) -> tuple[tuple[float, ...], bstats.Over]:
+        """What this row's intervals resample: each worker process's mean where it was measured in several
+        (``--bark-processes``), else its rounds. Rounds of one process share its start, memory layout and machine
+        state, so they vary less than fresh processes do: resampling them would give a narrower interval than a
+        rerun of the benchmark can keep (pyperf and asv compare process means for this reason)."""
+        means = self.extra_info.get("process_means_s")
+        if isinstance(means, list) and len(means) >= 2 and all(isinstance(m, (int, float)) for m in means):
+            return tuple(float(m) for m in means), "processes"
+        return self.round_seconds, "rounds"
+
+    @property
     def latency_interval(self) -> bstats.Interval | None:
-        """The mean latency's 95 % interval, bootstrapped over the stored rounds (None below 2 rounds)."""
-        return bstats.mean_interval(self.round_seconds) if len(self.round_seconds) >= 2 else None
+        """The mean latency's 95 % interval, bootstrapped over ``interval_samples`` (None below 2 of them)."""
+        values, over = self.interval_samples
+        return bstats.mean_interval(values, over=over) if len(values) >= 2 else None
 
     @property
     def noise(self) -> bstats.NoiseCheck | None:
@@ -208,10 +220,16 @@ class BenchmarkResult:
         return self.noise is not None and self.noise.unstable
 
     def speedup_interval(self, baseline: BenchmarkResult) -> bstats.Interval | None:
-        """Baseline latency / this latency with its 95 % interval, resampling both rows' rounds."""
-        if baseline is self or len(self.round_seconds) < 2 or len(baseline.round_seconds) < 2:
+        """Baseline latency / this latency with its 95 % interval, resampling both rows' process means where both
+        were measured in several processes, else both rows' rounds (one unit on both sides)."""
+        if baseline is self:
             return None
-        return bstats.ratio_interval(baseline.round_seconds, self.round_seconds)
+        (mine, my_over), (theirs, their_over) = self.interval_samples, baseline.interval_samples
+        if my_over != their_over:
+            (mine, my_over), theirs = (self.round_seconds, "rounds"), baseline.round_seconds
+        if len(mine) < 2 or len(theirs) < 2:
+            return None
+        return bstats.ratio_interval(theirs, mine, over=my_over)
 
     # -- rendering ------------------------------------------------------------------------------------------
 

@@ -28,11 +28,11 @@ REPORT_NAME = "report.md"
 
 _INTRO = (
     "Latency is the mean wall time of one `generate()` call over the measured rounds, ± the half-width of its "
-    "95 % confidence interval (percentile bootstrap over the rounds, the wider side when it is lopsided; from 2 "
-    "stored rounds up). Peak memory is the maximum over the rounds (CUDA: "
-    "`max_memory_allocated`; CPU: peak RSS of the worker process); 1 MB = 10⁶ bytes. Throughput is batch "
-    "size / mean latency. Audio s / wall s is seconds of audio generated per second of compute: above 1 is "
-    "faster than real time."
+    "95 % confidence interval (percentile bootstrap over the rounds, or over the process means for a row measured "
+    "in several processes with --bark-processes; the wider side when it is lopsided; from 2 values up). Peak "
+    "memory is the maximum over the rounds (CUDA: `max_memory_allocated`; CPU: peak RSS of the worker "
+    "process); 1 MB = 10⁶ bytes. Throughput is batch size / mean latency. Audio s / wall s is seconds of audio "
+    "generated per second of compute: above 1 is faster than real time."
 )
 
 
@@ -129,7 +129,7 @@ class Group:
         return (
             f"{which} Negative latency and memory changes are improvements; so is positive throughput. "
             f"Speed-up is baseline latency / variant latency; its 95 % interval resamples both rows' rounds "
-            f"(percentile bootstrap)."
+            f"(their process means where both ran in several processes; percentile bootstrap)."
         )
 
 
