@@ -29,13 +29,14 @@ ACTIVATIONS_REFUSED = {
 }
 
 
-def int8_unavailable_reason(device_type: str, dtype: str, offload: str = "none") -> str | None:
-    """Why dynamic int8 quantization cannot run for this variant here, or None."""
+def int8_unavailable_reason(device_type: str, dtype: str, offload: str = "none", weights: str = "int8") -> str | None:
+    """Why dynamic quantization with ``weights`` (int8 or fp16) cannot run for this variant here, or None."""
     import torch
 
+    kind = "int8" if weights == "int8" else f"{weights}-weight"
     if device_type != "cpu":
         return (
-            f"dynamic int8 quantization (torch.ao quantize_dynamic) has CPU kernels only; this run is on "
+            f"dynamic {kind} quantization (torch.ao quantize_dynamic) has CPU kernels only; this run is on "
             f"{device_type}: run it with --bark-device cpu"
         )
     if dtype != "fp32":
@@ -45,7 +46,7 @@ def int8_unavailable_reason(device_type: str, dtype: str, offload: str = "none")
             "quantization=int8 or fp16 (the weights are quantized, the activations stay fp32)"
         )
     if offload != "none":
-        return "dynamic int8 runs on CPU; offload moves sub-models to an accelerator: use offload=none"
+        return f"dynamic {kind} quantization runs on CPU; offload moves sub-models to an accelerator: use offload=none"
     with warnings.catch_warnings():
         # First access imports torch.ao.quantization, which warns about its own deprecation (see below).
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -94,7 +95,7 @@ def apply_dynamic(model: torch.nn.Module, weights: str) -> int:
 def unsupported_reason(variant: Variant, device_type: str) -> str | None:
     if variant.quantization == "none":
         return None
-    reason = int8_unavailable_reason(device_type, variant.dtype, variant.offload)
+    reason = int8_unavailable_reason(device_type, variant.dtype, variant.offload, variant.quantization)
     if reason or variant.quantization != "fp16":
         return reason
     import torch
