@@ -12,6 +12,9 @@
 #   ./dev.sh gpu-acceptance-installed      the same in an existing CUDA python (GPU_PYTHON, default python3), for
 #                                          offline boxes: pip install --no-deps --no-build-isolation -e . into it,
 #                                          say which optional pieces are missing, run everything else
+#   (both GPU modes: GPU_ACCEPTANCE_VARIANTS overrides the benchmark's --bark-variants, default
+#    "blog-sdpa;modern;bs8"; GPU_ACCEPTANCE_TESTS=0 leaves out the test step, the slowest, for a time-boxed run;
+#    GPU_ACCEPTANCE_OUT names the output folder, default gpu-acceptance/)
 # An environment is (re)installed when it is missing or when pyproject.toml, its constraints file or TORCH_SPEC
 # changed since it was set up (a stamp file in the environment records what it was built from); delete .venv*
 # to start over. PYTHON picks the interpreter; TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu) picks
@@ -79,7 +82,7 @@ EOF
 }
 
 gpu_acceptance() {
-  local py=$1 out=gpu-acceptance status=0
+  local py=$1 out=${GPU_ACCEPTANCE_OUT:-gpu-acceptance} status=0
   require_cuda "$py"
   rm -rf "$out" && mkdir -p "$out"
   "$py" -m barkbench doctor | tee "$out/doctor.txt"
@@ -99,7 +102,7 @@ gpu_acceptance() {
     fi
   fi
   local bench=(bench/test_bark.py --bark-device cuda --bark-fixed-length --bark-semantic-tokens 64 --bark-rounds 3
-    --bark-variants "blog-sdpa;modern;bs8" -p no:cacheprovider)
+    --bark-variants "${GPU_ACCEPTANCE_VARIANTS:-blog-sdpa;modern;bs8}" -p no:cacheprovider)
   local model
   for model in tiny random:bark-small; do
     "$py" -m pytest "${bench[@]}" --bark-model "$model" --benchmark-json="$out/${model//:/-}.json" \
@@ -108,7 +111,12 @@ gpu_acceptance() {
   "$py" -m barkbench acceptance "$out/tiny.json" "$out/random-bark-small.json" --summary "$out/summary.md" || status=1
   # The tests last: the slowest step (each sub-session starts CUDA workers), and the benchmark's verdicts above
   # are what a user came for. On an H200 the benchmark took about 13 s per variant, most of it the worker's start.
-  "$py" -m pytest tests/ --bark-device cuda -q -p no:cacheprovider "${ignore[@]}" 2>&1 | tee "$out/tests.txt" || status=1
+  if [[ ${GPU_ACCEPTANCE_TESTS:-1} == 0 ]]; then
+    echo "barkbench: the tests were left out (GPU_ACCEPTANCE_TESTS=0)" | tee "$out/tests.txt" >&2
+  else
+    "$py" -m pytest tests/ --bark-device cuda -q -p no:cacheprovider "${ignore[@]}" 2>&1 | tee "$out/tests.txt" \
+      || status=1
+  fi
   if ((status)); then echo "barkbench: gpu-acceptance FAILED; see $out/" >&2; else echo "barkbench: gpu-acceptance passed; see $out/" >&2; fi
   exit "$status"
 }

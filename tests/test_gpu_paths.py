@@ -326,3 +326,50 @@ def test_benchmark_json_given_as_an_open_file_is_checked_and_saved_atomically_by
     bs.save_json({"benchmarks": []})
     assert json.loads(target.read_text()) == {"benchmarks": []}
     assert saved == [str(target)]
+
+
+STAND_IN_PYTHON = """#!/usr/bin/env bash
+# A stand-in CUDA python: says yes to every check and records what it is asked to run.
+echo "$*" >> "$CALLS"
+case "$*" in
+  "-m pytest bench/"*) for a in "$@"; do [[ $a == --benchmark-json=* ]] && echo '{}' > "${a#--benchmark-json=}"; done ;;
+esac
+[[ $1 == - ]] && cat > /dev/null
+exit 0
+"""
+
+
+@pytest.mark.parametrize("tests_step", ["1", "0"])
+def test_gpu_acceptance_runs_the_benchmark_before_the_tests_and_takes_its_knobs(tmp_path, tests_step):
+    import os
+    import subprocess
+
+    python = tmp_path / "python"
+    python.write_text(STAND_IN_PYTHON)
+    python.chmod(0o755)
+    calls, out = tmp_path / "calls.txt", tmp_path / "out"
+    env = {
+        **os.environ,
+        "GPU_PYTHON": str(python),
+        "CALLS": str(calls),
+        "GPU_ACCEPTANCE_OUT": str(out),
+        "GPU_ACCEPTANCE_TESTS": tests_step,
+        "GPU_ACCEPTANCE_VARIANTS": "blog-sdpa;static-cache+compile",
+    }
+    result = subprocess.run(
+        ["./dev.sh", "gpu-acceptance-installed"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    bench = [i for i, line in enumerate(lines) if line.startswith("-m pytest bench/")]
+    accept = [i for i, line in enumerate(lines) if line.startswith("-m barkbench acceptance")]
+    tests = [i for i, line in enumerate(lines) if line.startswith("-m pytest tests/")]
+    assert len(bench) == 2 and all("--bark-variants blog-sdpa;static-cache+compile" in lines[i] for i in bench)
+    assert len(accept) == 1 and max(bench) < accept[0]
+    if tests_step == "1":
+        assert len(tests) == 1 and accept[0] < tests[0] and "--bark-device cuda" in lines[tests[0]]
+    else:
+        assert tests == [] and "left out (GPU_ACCEPTANCE_TESTS=0)" in (out / "tests.txt").read_text()
+    assert (out / "doctor.txt").exists() and (out / "tiny.json").exists()  # the output went where it was told
+    # The CUDA check (a script on stdin) before barkbench alone is installed, then the check again in the run.
+    assert lines[:3] == ["-", "-m pip install -q --no-deps --no-build-isolation -e .", "-"]
