@@ -14,7 +14,8 @@
 #                                          say which optional pieces are missing, run everything else
 #   (both GPU modes: GPU_ACCEPTANCE_VARIANTS overrides the benchmark's --bark-variants, default
 #    "blog-sdpa;modern;bs8"; GPU_ACCEPTANCE_TESTS=0 leaves out the test step, the slowest, for a time-boxed run;
-#    GPU_ACCEPTANCE_OUT names the output folder, default gpu-acceptance/)
+#    GPU_ACCEPTANCE_TEST_ARGS adds pytest arguments to the test step; GPU_ACCEPTANCE_OUT names the output folder,
+#    default gpu-acceptance/)
 # An environment is (re)installed when it is missing or when pyproject.toml, its constraints file or TORCH_SPEC
 # changed since it was set up (a stamp file in the environment records what it was built from); delete .venv*
 # to start over. PYTHON picks the interpreter; TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu) picks
@@ -114,8 +115,12 @@ gpu_acceptance() {
   if [[ ${GPU_ACCEPTANCE_TESTS:-1} == 0 ]]; then
     echo "barkbench: the tests were left out (GPU_ACCEPTANCE_TESTS=0)" | tee "$out/tests.txt" >&2
   else
-    "$py" -m pytest tests/ --bark-device cuda -q -p no:cacheprovider "${ignore[@]}" 2>&1 | tee "$out/tests.txt" \
-      || status=1
+    # GPU_ACCEPTANCE_TEST_ARGS: more pytest arguments, e.g. "-n 8 -v" (pytest-xdist, one line per test as it
+    # ends, so a run cut short still names its failures).
+    local extra=()
+    read -r -a extra <<<"${GPU_ACCEPTANCE_TEST_ARGS:-}"
+    "$py" -m pytest tests/ --bark-device cuda -p no:cacheprovider "${ignore[@]}" "${extra[@]}" 2>&1 \
+      | tee "$out/tests.txt" || status=1
   fi
   if ((status)); then echo "barkbench: gpu-acceptance FAILED; see $out/" >&2; else echo "barkbench: gpu-acceptance passed; see $out/" >&2; fi
   exit "$status"

@@ -355,6 +355,7 @@ def test_gpu_acceptance_runs_the_benchmark_before_the_tests_and_takes_its_knobs(
         "GPU_ACCEPTANCE_OUT": str(out),
         "GPU_ACCEPTANCE_TESTS": tests_step,
         "GPU_ACCEPTANCE_VARIANTS": "blog-sdpa;static-cache+compile",
+        "GPU_ACCEPTANCE_TEST_ARGS": "-n 8 -v",
     }
     result = subprocess.run(
         ["./dev.sh", "gpu-acceptance-installed"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
@@ -368,6 +369,7 @@ def test_gpu_acceptance_runs_the_benchmark_before_the_tests_and_takes_its_knobs(
     assert len(accept) == 1 and max(bench) < accept[0]
     if tests_step == "1":
         assert len(tests) == 1 and accept[0] < tests[0] and "--bark-device cuda" in lines[tests[0]]
+        assert lines[tests[0]].endswith(" -n 8 -v")
     else:
         assert tests == [] and "left out (GPU_ACCEPTANCE_TESTS=0)" in (out / "tests.txt").read_text()
     assert (out / "doctor.txt").exists() and (out / "tiny.json").exists()  # the output went where it was told
