@@ -57,7 +57,7 @@ def test_fp16_weights_need_the_cpu_and_fbgemm(monkeypatch):
     # Named as what it is (the first GPU run's doctor called it "dynamic int8 quantization").
     assert "dynamic fp16-weight quantization" in on_cuda and "CPU kernels only" in on_cuda and "int8" not in on_cuda
     assert "dynamic int8 quantization" in optimize.unsupported_reason(PRESETS["int8"], "cuda")
-    if quantize.int8_unavailable_reason("cpu", "fp32") is None:
+    if quantize.dynamic_unavailable_reason("cpu", "fp32") is None:
         assert optimize.unsupported_reason(PRESETS["sdpa+fp16-weights"], "cpu") is None
     # An ARM build has qnnpack only: int8 runs there, fp16 weights do not.
     monkeypatch.setattr(torch.backends, "quantized", types.SimpleNamespace(supported_engines=["qnnpack"]))

@@ -80,7 +80,7 @@ def measured_quantized(request):
     take the same path with another dtype (``quantize.apply_dynamic``): not timed again, to keep the suite short."""
     from barkbench.measure.optimize import quantize
 
-    reason = quantize.int8_unavailable_reason("cpu", "fp32")
+    reason = quantize.dynamic_unavailable_reason("cpu", "fp32")
     if reason:
         pytest.skip(reason)
     # Two repetitions: the figures' size is what is tested here, not their repeatability (tested above).

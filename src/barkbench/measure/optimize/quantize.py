@@ -29,7 +29,9 @@ ACTIVATIONS_REFUSED = {
 }
 
 
-def int8_unavailable_reason(device_type: str, dtype: str, offload: str = "none", weights: str = "int8") -> str | None:
+def dynamic_unavailable_reason(
+    device_type: str, dtype: str, offload: str = "none", weights: str = "int8"
+) -> str | None:
     """Why dynamic quantization with ``weights`` (int8 or fp16) cannot run for this variant here, or None."""
     import torch
 
@@ -95,7 +97,7 @@ def apply_dynamic(model: torch.nn.Module, weights: str) -> int:
 def unsupported_reason(variant: Variant, device_type: str) -> str | None:
     if variant.quantization == "none":
         return None
-    reason = int8_unavailable_reason(device_type, variant.dtype, variant.offload, variant.quantization)
+    reason = dynamic_unavailable_reason(device_type, variant.dtype, variant.offload, variant.quantization)
     if reason or variant.quantization != "fp16":
         return reason
     import torch
