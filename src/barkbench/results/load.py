@@ -224,12 +224,13 @@ class BenchmarkResult:
         were measured in several processes, else both rows' rounds (one unit on both sides)."""
         if baseline is self:
             return None
-        (mine, my_over), (theirs, their_over) = self.interval_samples, baseline.interval_samples
-        if my_over != their_over:
-            (mine, my_over), theirs = (self.round_seconds, "rounds"), baseline.round_seconds
+        mine, over = self.interval_samples
+        theirs, their_over = baseline.interval_samples
+        if over != their_over:  # one row from several processes, the other from one: rounds on both sides
+            mine, theirs, over = self.round_seconds, baseline.round_seconds, "rounds"
         if len(mine) < 2 or len(theirs) < 2:
             return None
-        return bstats.ratio_interval(theirs, mine, over=my_over)
+        return bstats.ratio_interval(theirs, mine, over=over)
 
     # -- rendering ------------------------------------------------------------------------------------------
 
