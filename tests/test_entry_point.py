@@ -102,3 +102,13 @@ def test_budgets_command_checks_a_saved_run(tmp_path: Path, capsys: pytest.Captu
     assert "BUDGET EXCEEDED: tiny cpu sdpa-fp32-bs1 peak_memory 760.0 MB > allowed 720.0 MB" in out
     assert main(["budgets", str(DATA / "run-cpu.json"), "--budgets", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_objects_the_plugin_registers_are_hashable(pytester: pytest.Pytester) -> None:
+    # pytest before 9.1 keeps registered plugins in sets (FixtureManager.parsefactories): an unhashable plugin
+    # object ended every pytest session of every project with barkbench installed, at start.
+    config = pytester.parseconfigure()
+    session = config.pluginmanager.get_plugin("barkbench-session")
+    assert session is not None
+    assert hash(session) == hash(session)
+    assert {session} == {session}

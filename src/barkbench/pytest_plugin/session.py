@@ -316,7 +316,9 @@ class Progress:
             write()
 
 
-@dataclass
+# eq=False keeps object identity for equality and hashing: pytest before 9.1 keeps plugins in sets and dicts,
+# and a dataclass's generated __eq__ would make the session unhashable (every session then dies at start).
+@dataclass(eq=False)
 class BarkSession:
     """What one pytest session accumulates; registered as a plugin by ``pytest_configure``."""
 
