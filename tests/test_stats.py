@@ -295,3 +295,18 @@ def test_reciprocal_metrics_are_judged_on_one_over_the_mean() -> None:
     assert verdict.change_interval.high < 0
     # The rank test is the same on latencies and on their reciprocals.
     assert verdict.significance == stats.regression_verdict(BASE, CONSISTENT, 0.05).significance
+
+
+# -- import cost ---------------------------------------------------------------------------------------------------
+
+
+def test_importing_stats_leaves_scipy_for_the_first_interval_or_test() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom barkbench import stats\nloaded = 'scipy' in sys.modules\n"
+        "stats.mean_interval([1.0, 2.0, 3.0])\nprint(loaded, 'scipy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr

@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as scipy_stats
 
 #: Confidence level of every interval barkbench prints.
 CONFIDENCE = 0.95
@@ -110,9 +109,17 @@ def _finite(values: Samples, what: str) -> np.ndarray:
     return array
 
 
+def _scipy_stats() -> Any:
+    """``scipy.stats``, imported on first use: it takes longer to import than the rest of barkbench's reading side
+    together, and most commands (``--help``, ``budgets``, ``merge``) never compute an interval or a test."""
+    from scipy import stats as scipy_stats
+
+    return scipy_stats
+
+
 def _bootstrap_kwargs(seed: int) -> dict[str, Any]:
     # scipy 1.15 renamed random_state to rng; the oldest supported scipy (1.10) only has random_state.
-    name = "rng" if "rng" in inspect.signature(scipy_stats.bootstrap).parameters else "random_state"
+    name = "rng" if "rng" in inspect.signature(_scipy_stats().bootstrap).parameters else "random_state"
     return {name: np.random.default_rng(seed)}
 
 
@@ -125,7 +132,7 @@ def _percentile_bootstrap(
         return value, value
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        result = scipy_stats.bootstrap(
+        result = _scipy_stats().bootstrap(
             samples,
             statistic,
             vectorized=True,
@@ -230,6 +237,7 @@ def mann_whitney(base: Samples, new: Samples, alpha: float = ALPHA) -> Significa
         return None
     if not 0 < alpha < 1:
         raise StatsError(f"alpha must be between 0 and 1 (exclusive), got {alpha}")
+    scipy_stats = _scipy_stats()
     result = scipy_stats.mannwhitneyu(b, a, alternative="two-sided")
     # The same test on fully separated samples of these sizes: the floor of what it can report.
     floor = scipy_stats.mannwhitneyu(np.arange(b.size) + a.size, np.arange(a.size), alternative="two-sided")
@@ -248,8 +256,9 @@ def rounds_needed(alpha: float = ALPHA) -> int:
     """The fewest values per side (equal sizes) with which the two-sided test can reach ``alpha``: scipy's own
     p-value for fully separated samples, so it agrees with ``Significance.min_p_value`` (exact up to 8 values a
     side, the normal approximation above)."""
+    mannwhitneyu = _scipy_stats().mannwhitneyu
     n = 1
-    while scipy_stats.mannwhitneyu(np.arange(n) + n, np.arange(n), alternative="two-sided").pvalue >= alpha:
+    while mannwhitneyu(np.arange(n) + n, np.arange(n), alternative="two-sided").pvalue >= alpha:
         n += 1
     return n
 
