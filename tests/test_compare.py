@@ -373,3 +373,82 @@ def test_timing_rows_say_when_a_run_was_flagged_unstable(tmp_path: Path, capsys:
     assert code == 1
     latency, _ = sdpa_rows(out)
     assert "| REGRESSION (> 5 %, significant); NEW unstable |" in latency
+
+
+# -- one sample rule with report: process means where both rows ran in several processes ----------------------------
+
+#: Four processes of four rounds each: rounds within a process 0.1 % apart, process means far apart. Means: BASE
+#: 1.0575 s, NEW 1.115 s (+5.4 %). Pooled, NEW's 16 rounds beat BASE's in 12 of 16 process pairs: p = 0.017,
+#: "significant". As 4 process means against 4 (what report's intervals resample), p = 0.34.
+BASE_PROCESS_MEANS = [1.00, 1.01, 1.02, 1.20]
+NEW_PROCESS_MEANS = [1.10, 1.11, 1.12, 1.13]
+WITHIN_PROCESS = (-0.002, -0.001, 0.001, 0.002)
+
+
+def process_rounds(means: list[float]) -> list[float]:
+    return [round(m + d, 6) for m in means for d in WITHIN_PROCESS]
+
+
+def with_processes(tmp_path: Path, name: str, means: list[float]) -> Path:
+    """``with_rounds`` for a row measured in ``len(means)`` processes of 4 rounds, process means recorded."""
+    rounds = process_rounds(means)
+    data = json.loads(with_rounds(tmp_path, name, rounds).read_text())
+    bench = next(b for b in data["benchmarks"] if b["fullname"] == SDPA)
+    per_process = [rounds[i : i + 4] for i in range(0, len(rounds), 4)]
+    bench["extra_info"].update(
+        processes=len(means), process_rounds=[4] * len(means), process_means_s=[sum(p) / 4 for p in per_process]
+    )
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_rows_from_several_processes_are_tested_on_their_process_means(tmp_path: Path, capsys: Capsys) -> None:
+    from barkbench import stats
+
+    base = with_processes(tmp_path, "base.json", BASE_PROCESS_MEANS)
+    new = with_processes(tmp_path, "new.json", NEW_PROCESS_MEANS)
+    # What compare did before the one rule (pooled rounds): a significant regression.
+    pooled = stats.regression_verdict(process_rounds(BASE_PROCESS_MEANS), process_rounds(NEW_PROCESS_MEANS), 0.05)
+    assert pooled.kind == "regression"
+    code, out = gate(capsys, base, new)
+    assert code == 0
+    latency, throughput = sdpa_rows(out)
+    p_value = scipy_stats.mannwhitneyu(NEW_PROCESS_MEANS, BASE_PROCESS_MEANS).pvalue
+    assert p_value > 0.3
+    assert "| +5.4 % | ok (> 5 % but not significant at 0.05) |" in latency
+    assert latency.endswith(f" | {p_value:.2g} |")
+    assert "| −5.2 % | ok (> 5 % but not significant at 0.05) |" in throughput
+    assert "or on the process means where both rows ran in several processes" in out
+
+
+def test_compare_and_report_use_the_same_values_for_the_same_two_files(tmp_path: Path) -> None:
+    base_run = load_run(with_processes(tmp_path, "base.json", BASE_PROCESS_MEANS))
+    new_run = load_run(with_processes(tmp_path, "new.json", NEW_PROCESS_MEANS))
+    base_row, new_row = base_run.by_fullname()[SDPA], new_run.by_fullname()[SDPA]
+    comparison = compare_runs(base_run, new_run, [parse_fail_on("latency:5%")])
+    (check,) = [c for c in comparison.checks if c.name == base_row.name]
+    assert check.significance is not None and check.interval is not None
+    # report's latency intervals of the two rows and compare's test and change interval: 4 process means a side.
+    for interval in (base_row.latency_interval, new_row.latency_interval, check.interval):
+        assert interval is not None and (interval.over, interval.n) == ("processes", 4)
+    assert (check.significance.n_base, check.significance.n_new) == (4, 4)
+    base_interval = base_row.latency_interval
+    assert base_interval is not None and base_interval.estimate == pytest.approx(sum(BASE_PROCESS_MEANS) / 4)
+    # A NEW from one process (16 rounds, no process means): rounds on both sides, as report's speed-up does.
+    single = with_rounds(tmp_path, "single.json", process_rounds(NEW_PROCESS_MEANS))
+    single_run = load_run(single)
+    (mixed,) = [
+        c for c in compare_runs(base_run, single_run, [parse_fail_on("latency:5%")]).checks if c.name == check.name
+    ]
+    assert mixed.significance is not None and (mixed.significance.n_base, mixed.significance.n_new) == (16, 16)
+    speedup = single_run.by_fullname()[SDPA].speedup_interval(base_row)
+    assert mixed.interval is not None and speedup is not None and mixed.interval.over == speedup.over == "rounds"
+
+
+def test_too_few_process_means_say_so(tmp_path: Path, capsys: Capsys) -> None:
+    base = with_processes(tmp_path, "base.json", [1.00, 1.01, 0.99])
+    new = with_processes(tmp_path, "new.json", [1.06, 1.07, 1.05])
+    code, out = gate(capsys, base, new)
+    assert code == 1
+    assert "REGRESSION (> 5 %; too few process means to test (3 vs 3; p < 0.05 needs 4+ each))" in sdpa_rows(out)[0]

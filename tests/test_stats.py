@@ -310,3 +310,24 @@ def test_importing_stats_leaves_scipy_for_the_first_interval_or_test() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr
+
+
+# -- the sample rule -----------------------------------------------------------------------------------------------
+
+ROUNDS = (1.0, 1.1, 1.2, 1.3)
+MEANS = (1.05, 1.25)
+
+
+def test_one_row_uses_its_process_means_from_two_processes_up() -> None:
+    assert stats.samples(stats.Timings(ROUNDS, MEANS)) == (stats.Sample(MEANS, "processes"),)
+    assert stats.samples(stats.Timings(ROUNDS, (1.15,))) == (stats.Sample(ROUNDS, "rounds"),)
+    assert stats.samples(stats.Timings(ROUNDS)) == (stats.Sample(ROUNDS, "rounds"),)
+
+
+def test_rows_judged_together_share_one_unit() -> None:
+    several, other = stats.Timings(ROUNDS, MEANS), stats.Timings((2.0, 2.1), (2.0, 2.1))
+    assert stats.samples(several, other) == (stats.Sample(MEANS, "processes"), stats.Sample((2.0, 2.1), "processes"))
+    # One row from a single process: rounds on both sides, in the order given.
+    single = stats.Timings((2.0, 2.1, 2.2))
+    assert stats.samples(single, several) == (stats.Sample((2.0, 2.1, 2.2), "rounds"), stats.Sample(ROUNDS, "rounds"))
+    assert stats.samples() == ()

@@ -3,9 +3,12 @@
 Pure functions on plain numbers (no torch, no I/O), so ``report``, ``compare`` and the pytest plugin all judge a
 run the same way and the rules can be tested on crafted figures.
 
-- Intervals are percentile bootstraps (``scipy.stats.bootstrap``) over the values given — per-round timings,
-  or per-process means when a variant ran in several processes; ``Interval.over`` says which. The resampling
-  generator is seeded, so a report built twice from the same file prints the same interval.
+- Which values a statistic uses is decided in one place, ``samples``: per-process means for rows measured in
+  several processes, else per-round timings, one unit for every row of a comparison. Report's intervals and
+  speed-ups and compare's test and change interval all take their values from it, so they judge alike.
+- Intervals are percentile bootstraps (``scipy.stats.bootstrap``) over the values given; ``Interval.over`` says
+  which unit they are. The resampling generator is seeded, so a report built twice from the same file prints the
+  same interval.
 - Significance is a two-sided Mann-Whitney U test (``scipy.stats.mannwhitneyu``), as asv's ``is_different``
   uses. Like asv it first asks whether the test *can* reach the level with so few values: two runs of 3 rounds
   each can never give p below 0.1 (2 / C(6, 3)), and a gate must say so rather than pass silently.
@@ -191,6 +194,50 @@ def ratio_interval(
     low, high = _percentile_bootstrap((top, bottom), _ratio_of_means, confidence, n_resamples, seed)
     estimate = float(np.mean(top) / np.mean(bottom))
     return Interval(estimate, low, high, confidence, over, int(min(top.size, bottom.size)))
+
+
+# -- the sample rule ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timings:
+    """What one benchmark row stored about its timing: each measured round's seconds (pytest-benchmark's
+    ``stats.data``) and, for a row measured in several worker processes, each process's mean."""
+
+    rounds: tuple[float, ...] = ()
+    process_means: tuple[float, ...] = ()
+
+    @property
+    def several_processes(self) -> bool:
+        return len(self.process_means) >= 2
+
+
+@dataclass(frozen=True)
+class Sample:
+    """The values a statistic on one row uses, and what one value is (``Interval.over``)."""
+
+    values: tuple[float, ...]
+    over: Over
+
+
+def samples(*rows: Timings) -> tuple[Sample, ...]:
+    """The one rule for which values barkbench's statistics use, for one row or for rows judged together.
+
+    - Every row measured in several worker processes (2+ process means): each row's **process means**. Rounds of
+      one process share its start, memory layout and machine state, so they vary less than fresh processes do:
+      an interval or a test over them would promise more than a rerun keeps (pyperf and asv compare process
+      means for this reason).
+    - Otherwise: each row's **rounds** — a row from one process, and every row of a comparison in which any row
+      ran in one process. One unit on every side: a ratio or a rank test of process means against rounds would
+      compare two different spreads.
+
+    Used for a row's latency interval (one row), a speed-up's interval (baseline and variant) and ``compare``'s
+    Mann-Whitney test and change interval (BASE and NEW), so ``report`` and ``compare`` judge the same two files
+    on the same values. The samples come back in the order of ``rows``.
+    """
+    if rows and all(row.several_processes for row in rows):
+        return tuple(Sample(row.process_means, "processes") for row in rows)
+    return tuple(Sample(row.rounds, "rounds") for row in rows)
 
 
 # -- significance ----------------------------------------------------------------------------------------------

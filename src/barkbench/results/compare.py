@@ -5,11 +5,13 @@ audio rate live in ``extra_info``, which it never compares. Benchmarks are match
 id is the variant id, so the same variant keeps its name across runs).
 
 Timing metrics (latency, throughput, audio rate) are gated as asv gates: the change of the recorded figure must
-exceed the threshold AND be significant — a two-sided Mann-Whitney U test on the per-round timings both files store
-(``stats.data``) with p < ``--alpha``. A run with too few rounds for the test to reach ``--alpha`` (3 vs 3 never
-can) is judged on the threshold alone and the verdict says so (``--when-undecided pass`` lets it pass); so is a
-file without per-round data. Each timing row shows the 95 % interval of the change (percentile bootstrap over the
-rounds) and the p-value. Peak memory, deterministic on CUDA, keeps the plain threshold.
+exceed the threshold AND be significant — a two-sided Mann-Whitney U test with p < ``--alpha`` on the values
+``stats.samples`` picks, the same ones ``report``'s intervals use: the per-process means where both rows ran in
+several processes, else the per-round timings both files store (``stats.data``). A run with too few values for the
+test to reach ``--alpha`` (3 vs 3 never can) is judged on the threshold alone and the verdict says so
+(``--when-undecided pass`` lets it pass); so is a file without per-round data. Each timing row shows the 95 %
+interval of the change (percentile bootstrap over the same values) and the p-value. Peak memory, deterministic on
+CUDA, keeps the plain threshold.
 
 Exit status: 0 no regression beyond a threshold, 1 at least one, 2 unusable input (missing or malformed file,
 or a BASE benchmark absent from NEW without ``--allow-missing``).
@@ -227,16 +229,19 @@ def judge_timing(
     base_value, new_value = metric.value(base), metric.value(new)
     plain = judge(metric, base_value, new_value, threshold)
     change = md.relative_change(new_value, base_value)
-    if not base.round_seconds or not new.round_seconds or change is None:
+    # The same values report's intervals and speed-ups use: process means where both rows have them, else rounds.
+    base_sample, new_sample = stats.samples(base.timings, new.timings)
+    if not base_sample.values or not new_sample.values or change is None:
         beyond = plain.startswith(("REGRESSION (>", "improved"))
         return (f"{plain} (no per-round data to test)" if beyond else plain), None, None
     verdict = stats.regression_verdict(
-        base.round_seconds,
-        new.round_seconds,
+        base_sample.values,
+        new_sample.values,
         threshold if threshold is not None else 0.0,
         higher_is_worse=metric.higher_is_worse,
         alpha=alpha,
         undecided_fails=undecided_fails,
+        over=new_sample.over,
         reciprocal=metric.reciprocal,
         change=change,
         epsilon=_EPSILON,
@@ -252,8 +257,9 @@ def judge_timing(
     if verdict.kind == "not significant":
         return f"ok ({limit} but not significant at {alpha:g})", interval, sig
     assert sig is not None and verdict.kind == "undecided"
+    unit = "process means" if new_sample.over == "processes" else "rounds"
     rounds = (
-        f"too few rounds to test ({sig.n_base} vs {sig.n_new}; p < {alpha:g} needs {stats.rounds_needed(alpha)}+ each)"
+        f"too few {unit} to test ({sig.n_base} vs {sig.n_new}; p < {alpha:g} needs {stats.rounds_needed(alpha)}+ each)"
     )
     if verdict.regressed:
         return f"REGRESSION ({limit}; {rounds})", interval, sig
@@ -455,8 +461,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(
         f"Timing metrics fail only beyond the threshold AND significant (two-sided Mann-Whitney U on the per-round "
-        f"timings, p < {alpha:g}); their 95 % intervals are percentile bootstraps over the rounds. Memory: "
-        f"threshold alone."
+        f"timings, or on the process means where both rows ran in several processes, p < {alpha:g}); their 95 % "
+        f"intervals are percentile bootstraps over the same values. Memory: threshold alone."
     )
     print()
     regressions = comparison.regressions

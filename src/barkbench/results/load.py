@@ -194,21 +194,19 @@ class BenchmarkResult:
     # -- rendering ------------------------------------------------------------------------------------------
 
     @property
-    def interval_samples(self) -> tuple[tuple[float, ...], bstats.Over]:
-        """What this row's intervals resample: each worker process's mean where it was measured in several
-        (``--bark-processes``), else its rounds. Rounds of one process share its start, memory layout and machine
-        state, so they vary less than fresh processes do: resampling them would give a narrower interval than a
-        rerun of the benchmark can keep (pyperf and asv compare process means for this reason)."""
+    def timings(self) -> bstats.Timings:
+        """The rounds and, for a row measured in several processes (``--bark-processes``), each process's mean:
+        what ``stats.samples`` picks this row's statistics from."""
         means = self.extra_info.get("process_means_s")
-        if isinstance(means, list) and len(means) >= 2 and all(isinstance(m, (int, float)) for m in means):
-            return tuple(float(m) for m in means), "processes"
-        return self.round_seconds, "rounds"
+        if isinstance(means, list) and all(isinstance(m, (int, float)) for m in means):
+            return bstats.Timings(self.round_seconds, tuple(float(m) for m in means))
+        return bstats.Timings(self.round_seconds)
 
     @property
     def latency_interval(self) -> bstats.Interval | None:
-        """The mean latency's 95 % interval, bootstrapped over ``interval_samples`` (None below 2 of them)."""
-        values, over = self.interval_samples
-        return bstats.mean_interval(values, over=over) if len(values) >= 2 else None
+        """The mean latency's 95 % interval over this row's ``stats.samples`` (None below 2 of them)."""
+        (sample,) = bstats.samples(self.timings)
+        return bstats.mean_interval(sample.values, over=sample.over) if len(sample.values) >= 2 else None
 
     @property
     def noise(self) -> bstats.NoiseCheck | None:
@@ -220,17 +218,14 @@ class BenchmarkResult:
         return self.noise is not None and self.noise.unstable
 
     def speedup_interval(self, baseline: BenchmarkResult) -> bstats.Interval | None:
-        """Baseline latency / this latency with its 95 % interval, resampling both rows' process means where both
-        were measured in several processes, else both rows' rounds (one unit on both sides)."""
+        """Baseline latency / this latency with its 95 % interval over both rows' ``stats.samples`` (process
+        means where both ran in several processes, else rounds on both sides)."""
         if baseline is self:
             return None
-        mine, over = self.interval_samples
-        theirs, their_over = baseline.interval_samples
-        if over != their_over:  # one row from several processes, the other from one: rounds on both sides
-            mine, theirs, over = self.round_seconds, baseline.round_seconds, "rounds"
-        if len(mine) < 2 or len(theirs) < 2:
+        theirs, mine = bstats.samples(baseline.timings, self.timings)
+        if len(mine.values) < 2 or len(theirs.values) < 2:
             return None
-        return bstats.ratio_interval(theirs, mine, over=over)
+        return bstats.ratio_interval(theirs.values, mine.values, over=mine.over)
 
     # -- rendering ------------------------------------------------------------------------------------------
 
