@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from barkbench import doctor
+from barkbench import bark, doctor
 from barkbench.cli import main
-from barkbench.measure import device, limits, optimize, sources
+from barkbench.measure import device, limits, optimize
 from barkbench.variants import PRESETS, Variant, default_variants
 
 Capsys = pytest.CaptureFixture[str]
@@ -163,7 +163,7 @@ def test_limits_flag_measures_each_variants_kernels_and_stores_them(
     spec = "baseline;sdpa;int8;offload;attention=sdpa,batch=2"
     assert main(["doctor", "--device", "cpu", "--limits", spec, "--limits-model", "tiny"]) == 0
     # One probe per dtype, weights and batch (sdpa shares the baseline's); offload is skipped with its reason.
-    tiny = sources.ARCHITECTURES["tiny"][2]
+    tiny = bark.ARCHITECTURES["tiny"].hidden
     assert calls == [("cpu", "fp32", None, tiny, 1), ("cpu", "fp32", "int8", tiny, 1), ("cpu", "fp32", None, tiny, 2)]
     out = capsys.readouterr().out
     assert "eager-fp32-offload-bs1: not measured: offload needs an accelerator" in out

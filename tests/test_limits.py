@@ -7,14 +7,15 @@ import json
 
 import pytest
 
+from barkbench import bark
 from barkbench.measure import limits, sources
 from barkbench.results import efficiency as eff
 
 torch = pytest.importorskip("torch")
 
 SHAPES = {
-    stage: eff.SubModelShape.from_config(sources.bark_config_dict("tiny")[key])
-    for stage, (_, key) in eff.STAGE_SUBMODELS.items()
+    stage: bark.SubModelShape.from_config(sources.bark_config_dict("tiny")[sub.config_key])
+    for stage, sub in bark.STAGE_SUBMODELS.items()
 }
 FIGURES = ("copy_bytes_per_s", "gemv_bytes_per_s", "bandwidth_bytes_per_s", "matmul_flops_per_s")
 ATTEMPTS = 3
@@ -97,7 +98,7 @@ def test_quantized_kernel_floor_is_positive_and_never_below_its_bandwidth_floor(
     # The GEMV rate counts the bytes the quantized weights hold: the kernel's time x its rate = those bytes.
     semantic = measured_quantized["kernel_step_seconds"]["semantic"]
     coarse = measured_quantized["kernel_step_seconds"]["coarse"]
-    rates = [eff.decode_linear_bytes(SHAPES[s], element) / t for s, t in (("semantic", semantic), ("coarse", coarse))]
+    rates = [bark.decode_linear_bytes(SHAPES[s], element) / t for s, t in (("semantic", semantic), ("coarse", coarse))]
     assert measured_quantized["gemv_bytes_per_s"] == pytest.approx(max(rates))
     stages = {
         "semantic": {"seconds": 0.5, "tokens": 16, "forwards": 16, "key_positions": 4232},

@@ -76,18 +76,17 @@ class LimitsArgumentError(ValueError):
 
 
 def architecture_shapes(model: str) -> dict[str, Any]:
-    from barkbench.measure import sources
-    from barkbench.results.efficiency import STAGE_SUBMODELS, SubModelShape
+    from barkbench.bark import ARCHITECTURES
+    from barkbench.bark import architecture_shapes as shapes_of
 
     arch = "tiny" if model == "tiny" else model.removeprefix("random:")
-    if arch not in sources.ARCHITECTURES:
-        names = ", ".join("tiny" if a == "tiny" else f"random:{a}" for a in sources.ARCHITECTURES)
+    if arch not in ARCHITECTURES:
+        names = ", ".join("tiny" if a == "tiny" else f"random:{a}" for a in ARCHITECTURES)
         raise LimitsArgumentError(
             f"--limits-model {model!r} is not an architecture doctor knows; use one of {names} (a checkpoint has "
             "its architecture's shapes)"
         )
-    config = sources.bark_config_dict(arch)
-    return {stage: SubModelShape.from_config(config[key]) for stage, (_, key) in STAGE_SUBMODELS.items()}
+    return shapes_of(arch)
 
 
 def measure_limits(variants_spec: str, model: str, device_type: str) -> list[dict[str, Any]]:
@@ -117,14 +116,14 @@ def measure_limits(variants_spec: str, model: str, device_type: str) -> list[dic
 
 
 def _architecture(shapes: Any) -> str | None:
-    """The architecture name of a cached entry's shapes (``sources.ARCHITECTURES``), else "L layers × H"."""
-    from barkbench.measure import sources
+    """The architecture name of a cached entry's shapes (``bark.ARCHITECTURES``), else "L layers × H"."""
+    from barkbench.bark import ARCHITECTURES
 
     semantic = shapes.get("semantic") if isinstance(shapes, dict) else None
     if not isinstance(semantic, dict):
         return None
     found = (semantic.get("layers"), semantic.get("heads"), semantic.get("hidden"))
-    for name, arch in sources.ARCHITECTURES.items():
+    for name, arch in ARCHITECTURES.items():
         if arch == found:
             return name
     return f"{found[0]} layers x {found[2]} hidden"

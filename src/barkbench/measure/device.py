@@ -19,6 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from barkbench.measure import limits_cache
+
 #: /proc/cpuinfo flags of native half-precision arithmetic. Without any of them (AVX2-only CPUs), torch emulates
 #: bf16/fp16 matmuls by converting to fp32: slower than fp32 itself (a bark-small bf16 call took about 6x an
 #: fp32 one on such a CPU), so those rows measure the emulation, not the optimization.
@@ -247,12 +249,6 @@ def _nvidia_driver() -> str | None:
     return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
 
 
-def _limits_entries() -> list[dict[str, Any]]:
-    from barkbench.measure import limits
-
-    return limits.cached_entries()
-
-
 def machine_info(device_type: str) -> dict[str, Any]:
     """What pytest-benchmark's machine_info gets under ``barkbench``: libraries and the device the run uses.
 
@@ -267,7 +263,7 @@ def machine_info(device_type: str) -> dict[str, Any]:
         "gpu_memory_bytes": None,
         "cpu_half_precision": cpu_half_precision(),
         # The machine-limits probe's entries measured on this machine (a file read; the workers measure).
-        "limits": _limits_entries(),
+        "limits": limits_cache.cached_entries(),
     }
     if device_type == "cpu":
         return info

@@ -4,9 +4,9 @@ matrix-matrix rate, per device and dtype — what ``barkbench.results.efficiency
 - **copy bandwidth**: ``dst.copy_(src)`` over buffers much larger than any cache (``COPY_BYTES``), read + write
   bytes counted, as STREAM's copy does.
 - **kernel floor**: one decode step's matmuls alone (``F.linear`` of a ``batch``-row activation with every
-  matrix of the step, ``SubModelShape.decode_matrices``), in a loop, no ``generate``; the bytes those weights
+  matrix of the step, ``bark.SubModelShape.decode_matrices``), in a loop, no ``generate``; the bytes those weights
   hold over that time is the GEMV rate.
-- **matmul rate**: the fine stage's dominant product (``efficiency.fine_gemm_shape``) in the dtype, timed the way
+- **matmul rate**: the fine stage's dominant product (``bark.fine_gemm_shape``) in the dtype, timed the way
   the stage's ``nn.Linear`` runs it: ``F.linear`` with an (out, in) weight. The same product as ``torch.mm`` with
   a (k, n) matrix takes another kernel path: in bf16 on an AVX2-only CPU it ran 20× slower (0.73 vs 15 GFLOP/s,
   one thread), and the fine stage then showed 3870 % of its "limit".
@@ -22,9 +22,10 @@ synchronized before each clock read (``device.synchronize``). The bandwidth the 
 larger of the copy and the GEMV rates: where a stage's weights fit in a cache (a tiny model), the GEMV reads
 faster than DRAM copies, and a floor above the kernels' own time would be no floor.
 
-The results are cached in ``<cache folder>/machine-limits.json`` under a key made of the machine, the device,
-the dtype, the threads, the library versions and the shapes (each entry keeps its versions and date), so a
-probe runs once per machine and stack; ``remeasure=True`` (``--bark-remeasure-limits``) measures again.
+The results are cached in ``<cache folder>/machine-limits.json`` (``limits_cache``) under a key made of the
+machine, the device, the dtype, the threads, the library versions and the shapes (each entry keeps its versions
+and date), so a probe runs once per machine and stack; ``remeasure=True`` (``--bark-remeasure-limits``) measures
+again.
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from barkbench.bark import DECODE_STAGES, STAGE_SUBMODELS, SubModelShape, fine_gemm_shape
 from barkbench.measure import device as device_mod
-from barkbench.measure.sources import cache_dir, cache_lock
-from barkbench.results.efficiency import DECODE_STAGES, SubModelShape, fine_gemm_shape
+from barkbench.measure.limits_cache import CACHE_FILE as CACHE_FILE
+from barkbench.measure.limits_cache import cache_path, read_entries, write_entries
+from barkbench.measure.limits_cache import cached_entries as cached_entries
+from barkbench.measure.sources import cache_lock
 
-CACHE_FILE = "machine-limits.json"
 #: Bytes of each copy buffer: CPU last-level caches are tens of MB, an H100's L2 50 MB.
 COPY_BYTES = {"cpu": 256 * 2**20, "accelerator": 1024 * 2**20}
 REPEATS = 5
@@ -57,10 +60,6 @@ MIN_GEMM_ROWS = 32
 #: shared 2-core machine where another process can take a core for a whole repetition, tight enough to catch a
 #: unit slip (a factor of 2 in bytes, 1000 in time).
 REPEATABILITY_FACTOR = 3.0
-
-
-def cache_path() -> Path:
-    return cache_dir() / CACHE_FILE
 
 
 def _versions() -> dict[str, str | None]:
@@ -275,15 +274,6 @@ def measure(
     return out
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    entries = data.get("entries") if isinstance(data, dict) else None
-    return entries if isinstance(entries, dict) else {}
-
-
 def probe(
     device_type: str,
     dtype: str,
@@ -302,7 +292,7 @@ def probe(
     name = device_mod.device_name(device_type)
     key, parts = cache_key(device_type, dtype, shapes, batch, int(torch.get_num_threads()), name, weights)
     with cache_lock(path):
-        entries = _read(path)
+        entries = read_entries(path)
         if not remeasure and key in entries:
             return {**entries[key], "cached": True}
         entry = {
@@ -318,24 +308,15 @@ def probe(
             "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
         entries[key] = entry
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"entries": entries}, indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_entries(path, entries)
     return {**entry, "cached": False}
-
-
-def cached_entries(path: Path | None = None) -> list[dict[str, Any]]:
-    """Every limits entry measured on this machine (for ``machine_info``); reads the file only."""
-    return list(_read(path or cache_path()).values())
 
 
 def stage_shapes(model: Any) -> dict[str, SubModelShape]:
     """The transformer sub-models' shapes of a loaded ``BarkModel``, by stage."""
-    from barkbench.results.efficiency import STAGE_SUBMODELS
-
     return {
-        stage: SubModelShape.from_config(getattr(model, attribute).config.to_dict())
-        for stage, (attribute, _) in STAGE_SUBMODELS.items()
+        stage: SubModelShape.from_config(getattr(model, sub.attribute).config.to_dict())
+        for stage, sub in STAGE_SUBMODELS.items()
     }
 
 
