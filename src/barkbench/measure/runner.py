@@ -66,6 +66,9 @@ class RunnerInfo:
     limits: dict[str, Any] = field(default_factory=dict)
     #: The device's index ("cuda:1" -> 1), None on the CPU.
     device_index: int | None = None
+    #: Offload variants: the placement check (``offload.install_placement_check``) ran on an untimed call at load
+    #: and every sub-model ran wholly on the execution device (a misplaced one fails the variant instead).
+    offload_placement_checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,16 @@ class VariantRunner:
             self.prepare()
             first = self._measured_call()
             self.info = dataclasses.replace(self.info, first_call_seconds=first.seconds)
+        if spec.variant.offload != "none":
+            # Issue 24 item 1: one untimed call under the offload placement check, before the warm-up and the
+            # rounds (no timed call carries its hooks); a sub-model that runs with tensors off the execution
+            # device raises OffloadPlacementError here, which the worker reports as the variant's one-line failure.
+            from barkbench.measure.optimize import offload as offload_axis
+
+            self.prepare()
+            offload_axis.check_placement(self.model, self._measured_call)
+            self._audio = None
+            self.info = dataclasses.replace(self.info, offload_placement_checked=True)
         #: On CPU, the call whose peak memory every round reports; see ``_memory_call``.
         self._memory: RoundResult | None = self._memory_call() if self._cpu else None
         # After the memory call, so that the probe's buffers never count in the variant's memory figures.
