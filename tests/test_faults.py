@@ -278,9 +278,9 @@ def test_a_second_interrupt_while_saving_waits_and_a_third_quits():
     # second signal is noted and waits; a third quits at once without saving (exit status 128 + SIGINT).
     code = """
 import os, signal
-from barkbench.pytest_plugin.session import _SaveGuard
+from barkbench.pytest_plugin.signals import SaveGuard
 
-guard = _SaveGuard()
+guard = SaveGuard()
 guard.install()
 try:
     os.kill(os.getpid(), signal.SIGTERM)

@@ -17,7 +17,7 @@ from scipy import stats as scipy_stats
 from barkbench.measure import schedule
 from barkbench.measure.schedule import Eta, PrecisionRule, Slot, estimate, plan, relative_half_width
 from barkbench.pytest_plugin.processes import _ReplayTimer, process_spread
-from barkbench.pytest_plugin.session import Progress
+from barkbench.pytest_plugin.progress import Progress
 from barkbench.results.load import parse_run
 from barkbench.results.report import process_notes
 

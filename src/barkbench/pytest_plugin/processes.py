@@ -41,7 +41,8 @@ from barkbench.measure.optimize import VariantUnsupported
 from barkbench.measure.runner import RoundResult, Runner, RunnerInfo
 from barkbench.measure.worker import VariantFailed, start_runner
 from barkbench.measure.workload import Workload
-from barkbench.pytest_plugin.session import BarkBench, Progress
+from barkbench.pytest_plugin.progress import Progress
+from barkbench.pytest_plugin.session import BarkBench
 from barkbench.variants import Variant
 
 #: --bark-max-time's default: seconds of timed rounds after which adaptive rounds stop being added.

@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import signal
 import statistics
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -34,6 +32,8 @@ from barkbench.measure.worker import VariantFailed, WorkerProcess, start_runner
 from barkbench.measure.workload import Workload, WorkloadError
 from barkbench.measure.workload import workload_from_files as workload_fields_from_files
 from barkbench.pytest_plugin import benchmark_patches
+from barkbench.pytest_plugin.progress import Progress
+from barkbench.pytest_plugin.signals import SaveGuard, signal_name
 from barkbench.results import budgets as budgets_mod
 from barkbench.results import efficiency
 from barkbench.results import quality as quality_gates
@@ -192,130 +192,6 @@ def _workload_fields(config: pytest.Config, source: sources.ModelSource | None) 
         raise pytest.UsageError(str(exc)) from None
 
 
-class Progress:
-    """One terminal line per loaded variant and per round, so a long run shows where it is: the step, the time
-    since the run began and an estimate of what is left for the variant and for the run (``schedule.estimate``).
-    On an interactive terminal the line is rewritten in place (a live bar); otherwise (CI, a pipe) each step is
-    a line of its own."""
-
-    def __init__(
-        self,
-        config: pytest.Config | None,
-        variant_id: str,
-        warmup: int,
-        rounds: int,
-        enabled: bool,
-        clock: schedule.RunClock | None = None,
-        processes: int = 1,
-    ) -> None:
-        self._reporter = config.pluginmanager.get_plugin("terminalreporter") if config else None
-        self._capture = config.pluginmanager.get_plugin("capturemanager") if config else None
-        self._variant_id = variant_id
-        self._clock = clock
-        self._processes = processes if enabled else 1
-        self._steps_per_process = (warmup + rounds) if enabled else 1
-        self._steps: list[str] = []
-        for p in range(self._processes):
-            prefix = f"process {p + 1}/{processes} " if self._processes > 1 else ""
-            self._steps += [f"{prefix}warm-up {i + 1}/{warmup}" for i in range(warmup)] if enabled else []
-            self._steps += [f"{prefix}round {i + 1}/{rounds}" for i in range(rounds)] if enabled else ["run 1/1"]
-        self._done = 0
-        #: Wall seconds of this process's calls so far (from one step's announcement to the next).
-        self._calls: list[float] = []
-        self._step_started: float | None = None
-        self._process_started: float | None = None
-        self._process_calls = 0
-        self._live = bool(self._reporter is not None and getattr(self._reporter, "isatty", False))
-        self._line_open = False
-
-    def warn(self, message: str) -> None:
-        """A line about the variant outside the round steps (e.g. its figures failed the noise checks)."""
-        self._write(f"[barkbench] {self._variant_id}: {message}", yellow=True)
-
-    def current_step(self) -> str | None:
-        """The step under way (the last announced), e.g. ``round 2/3``."""
-        return self._steps[self._done - 1] if 0 < self._done <= len(self._steps) else None
-
-    def next_round(self) -> None:
-        now = self._clock.now() if self._clock else None
-        if self._clock is not None and now is not None:
-            self._clock.start()
-            if self._step_started is not None:
-                self._calls.append(now - self._step_started)
-            if self._process_started is None:
-                self._process_started = now
-            self._step_started = now
-            self._process_calls += 1
-        # Past the planned steps: rounds the adaptive rule added.
-        extra = self._done + 1 - len(self._steps)
-        step = self._steps[self._done] if self._done < len(self._steps) else f"extra round {extra}"
-        self._done += 1
-        line = f"[barkbench] {self._variant_id}: {step}"
-        if self._clock is not None:
-            line += f" ({schedule.format_eta(self._eta())})"
-        self._write(line, live=True)
-
-    def _eta(self) -> schedule.Eta:
-        assert self._clock is not None
-        per = self._steps_per_process
-        # Steps left in this process (the one announced now included); processes of this variant not started.
-        in_process = (self._done - 1) % per if per else 0
-        calls_left = max(0, per - in_process) if self._done <= len(self._steps) else 1
-        process_index = (self._done - 1) // per if per else 0
-        later = max(0, self._processes - process_index - 1)
-        return self._clock.eta(self._calls, calls_left, later)
-
-    def process_done(self) -> None:
-        """A worker process's calls are over: its last call's time and its whole wall time go to the clock (the
-        next process of this variant starts its own; another variant's may run in between)."""
-        if self._clock is None or self._step_started is None:
-            return
-        now = self._clock.now()
-        self._calls.append(now - self._step_started)
-        if self._process_started is not None:
-            self._clock.process_finished(now - self._process_started, self._process_calls)
-        self._step_started = self._process_started = None
-        self._calls = []
-        self._process_calls = 0
-
-    def start_process(self, started: float) -> None:
-        """The worker process about to be timed started loading at ``started`` (the clock's time): its load
-        counts in the process's wall time."""
-        self._process_started = started
-
-    def close(self) -> None:
-        """End the live line (the next output starts on a line of its own)."""
-        reporter = self._reporter
-        if self._line_open and reporter is not None:
-            self._emit(lambda: reporter.write("\n"))
-            self._line_open = False
-
-    def _write(self, line: str, live: bool = False, **markup: bool) -> None:
-        if self._reporter is None:
-            return
-        reporter = self._reporter
-        if live and self._live:
-
-            def rewrite() -> None:
-                if not self._line_open:
-                    reporter.ensure_newline()  # off pytest's own line (the file name, the status letters)
-                reporter.rewrite(line, erase=True, flush=True)  # no newline: the terminal shows it only when flushed
-
-            self._emit(rewrite)
-            self._line_open = True
-            return
-        if self._line_open:
-            self._emit(lambda: reporter.write("\n"))
-            self._line_open = False
-        self._emit(lambda: reporter.write_line(line, **markup))
-
-    def _emit(self, write: Callable[[], None]) -> None:
-        # The test's output is captured at the file-descriptor level; suspend it as pytest's live logging does.
-        suspended = self._capture.global_and_fixture_disabled() if self._capture else contextlib.nullcontext()
-        with suspended:
-            write()
-
-
 # eq=False keeps object identity for equality and hashing: pytest before 9.1 keeps plugins in sets and dicts,
 # and a dataclass's generated __eq__ would make the session unhashable (every session then dies at start).
 @dataclass(eq=False)
@@ -402,7 +278,7 @@ class BarkSession:
         benchmark_patches.install(session.config, self.failed, self.saved_paths)
         if threading.current_thread() is threading.main_thread():
             # SIGTERM ends the session the way Ctrl-C does: the worker is killed, finished variants are saved.
-            guard = _SaveGuard()
+            guard = SaveGuard()
             guard.install()
             session.config.pluginmanager.register(guard, "barkbench-save-guard")
         bs = getattr(session.config, "_benchmarksession", None)
@@ -517,55 +393,6 @@ class BarkSession:
         terminalreporter.section("barkbench results")
         for line in text.splitlines():
             terminalreporter.write_line(line)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the session is: pytest ends an interrupted session the way it ends a Ctrl-C."""
-
-
-def _signal_name(exc: BaseException) -> str:
-    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-
-
-class _SaveGuard:
-    """SIGINT and SIGTERM for the session. The first interrupts where the session is (SIGTERM as ``Terminated``,
-    a ``KeyboardInterrupt``, so pytest ends the session as after a Ctrl-C and saves). A second one — an impatient
-    Ctrl-C while the worker is killed, the report printed or the files written — is noted and waits for the save
-    to end; a third quits at once without saving. During the save itself even the first waits: atomic writes
-    keep a file whole, this keeps it written at all."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.saving = False
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.count += 1
-        name = signal.Signals(signum).name
-        if self.count == 1 and not self.saving:
-            raise Terminated(name) if signum == signal.SIGTERM else KeyboardInterrupt
-        if self.count >= 3:
-            os._exit(128 + signum)
-        os.write(2, f"\nbarkbench: {name} again: saving what finished first; once more quits without saving\n".encode())
-
-    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> Any:
-        self.saving = True
-        try:
-            yield
-        finally:
-            self.saving = False
-        if self.count:
-            # The session ends now, with what was saved; no traceback from inside the save.
-            session.exitstatus = pytest.ExitCode.INTERRUPTED
-
-    def pytest_unconfigure(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def startup_checks(config: pytest.Config) -> None:
@@ -812,7 +639,7 @@ class BarkBench:
         """The variant an interrupt stopped: recorded as ``interrupted`` with no timings (never a normal row), and
         taken out of pytest-benchmark's list so neither its JSON nor its autosave holds a partial result (an
         empty one would also fail pytest-benchmark's save)."""
-        signame = _signal_name(exc)
+        signame = signal_name(exc)
         benchmark.extra_info.update(
             status="interrupted",
             error=f"interrupted by {signame} during {step}; {finished_rounds} measured round(s) finished, none kept",
