@@ -1,5 +1,6 @@
-"""Bytes per decode step and fine-stage FLOPs from the shapes, against hand-computed values (tiny) and against the
-bark-small architecture built on the meta device (its Linear layers, and torch's FLOP counter)."""
+"""Bytes per decode step and fine-stage FLOPs from the shapes (``barkbench.bark``), against hand-computed values
+(tiny) and against the bark-small architecture built on the meta device (its Linear layers, and torch's FLOP
+counter); then each stage's share of the machine's limits (``results.efficiency``)."""
 
 from __future__ import annotations
 
@@ -7,34 +8,35 @@ import collections
 
 import pytest
 
+from barkbench import bark
 from barkbench.measure import sources
 from barkbench.results import efficiency as eff
 
-TINY = eff.SubModelShape(layers=2, heads=2, hidden=64, input_vocab=129_600, output_vocab=10_048)
+TINY = bark.SubModelShape(layers=2, heads=2, hidden=64, input_vocab=129_600, output_vocab=10_048)
 
 
 def test_tiny_decode_step_bytes_by_hand():
     # Per block: qkv 3·64·64 + out 64·64 + MLP 4·64·64 + 4·64·64 = 12·4096 = 49_152 weights; two blocks; lm_head
     # 64 × 10_048 = 643_072. Linear weights: 98_304 + 643_072 = 741_376.
-    assert eff.decode_linear_bytes(TINY, 4) == 741_376 * 4
+    assert bark.decode_linear_bytes(TINY, 4) == 741_376 * 4
     # LayerNorms: 2 per block + final = 5 × 64; token and position embedding rows: 2 × 64. 448 values.
-    assert eff.decode_step_weight_bytes(TINY, 4, 4) == (741_376 + 448) * 4 == 2_967_296
+    assert bark.decode_step_weight_bytes(TINY, 4, 4) == (741_376 + 448) * 4 == 2_967_296
     # int8: one byte per Linear weight, the rest stays fp32.
-    assert eff.decode_step_weight_bytes(TINY, 4, 1) == 741_376 + 448 * 4
+    assert bark.decode_step_weight_bytes(TINY, 4, 1) == 741_376 + 448 * 4
     # KV cache: key + value, 2 layers, 64 wide, fp32.
-    assert eff.kv_bytes_per_position(TINY, 4) == 2 * 2 * 64 * 4 == 1024
+    assert bark.kv_bytes_per_position(TINY, 4) == 2 * 2 * 64 * 4 == 1024
     # 16 forwards (prefill of 257 positions, then one token each): keys 257 + 258 + ... + 272 = 4232.
-    assert eff.decode_bytes(TINY, 4, 4, forwards=16, key_positions=4232) == 16 * 2_967_296 + 4232 * 1024
+    assert bark.decode_bytes(TINY, 4, 4, forwards=16, key_positions=4232) == 16 * 2_967_296 + 4232 * 1024
 
 
 def test_tiny_fine_flops_by_hand():
     # One forward over a 1024-frame window: projections 2·1024·(2·49_152) = 201_326_592; attention scores and
     # weighted sum 2·2·2 layers·1024²·64 = 536_870_912; one codebook head 2·1024·64·1056 = 138_412_032.
-    fine = eff.SubModelShape(2, 2, 64, 1056, 1056, n_codes_total=8, n_codes_given=1)
-    assert eff.fine_forward_flops(fine, batch=1) == 201_326_592 + 536_870_912 + 138_412_032
+    fine = bark.SubModelShape(2, 2, 64, 1056, 1056, n_codes_total=8, n_codes_given=1)
+    assert bark.fine_forward_flops(fine, batch=1) == 201_326_592 + 536_870_912 + 138_412_032
     # Six codebooks (3..8) per window; one window up to 1024 frames, then one more per 512.
-    assert [eff.fine_forwards(n) for n in (100, 1024, 1025, 1536, 1537)] == [6, 6, 12, 12, 18]
-    assert eff.fine_flops(fine, batch=2, frames=1100) == 12 * eff.fine_forward_flops(fine, batch=2)
+    assert [bark.fine_forwards(n) for n in (100, 1024, 1025, 1536, 1537)] == [6, 6, 12, 12, 18]
+    assert bark.fine_flops(fine, batch=2, frames=1100) == 12 * bark.fine_forward_flops(fine, batch=2)
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +61,11 @@ def test_bark_small_decode_matrices_are_the_models_linear_layers(meta_bark_small
         norms = sum(m.weight.numel() for m in module.modules() if type(m).__name__.endswith("LayerNorm"))
         assert norms == (2 * 12 + 1) * 768
         assert (
-            eff.decode_step_weight_bytes(shapes[stage], 4, 4)
+            bark.decode_step_weight_bytes(shapes[stage], 4, 4)
             == (sum(linear[s] * s[0] * s[1] for s in linear) + norms + 2 * 768) * 4
         )
     # The semantic step of bark-small multiplies by ~93 M weights (371 MB in fp32).
-    assert eff.decode_linear_bytes(shapes["semantic"], 1) == 12 * 12 * 768**2 + 768 * 10_048 == 92_651_520
+    assert bark.decode_linear_bytes(shapes["semantic"], 1) == 12 * 12 * 768**2 + 768 * 10_048 == 92_651_520
 
 
 def test_bark_small_fine_flops_match_torchs_flop_counter(meta_bark_small):
@@ -73,10 +75,10 @@ def test_bark_small_fine_flops_match_torchs_flop_counter(meta_bark_small):
     from barkbench.measure.limits import stage_shapes
 
     fine = meta_bark_small.fine_acoustics
-    codes = torch.zeros((1, eff.FINE_WINDOW, 8), dtype=torch.long, device="meta")
+    codes = torch.zeros((1, bark.FINE_WINDOW, 8), dtype=torch.long, device="meta")
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         fine.forward(2, codes)  # what BarkFineModel.generate calls, once per codebook and window
-    expected = eff.fine_forward_flops(stage_shapes(meta_bark_small)["fine"], batch=1)
+    expected = bark.fine_forward_flops(stage_shapes(meta_bark_small)["fine"], batch=1)
     # torch counts the same matmuls (Linear, attention's two batched products, the codebook head).
     assert counter.get_total_flops() == expected
 

@@ -1,25 +1,20 @@
 """A lower bound on the memory a batch needs, from the architecture alone (no model loaded, no torch).
 
-Counted: the weights of the three GPT-style sub-models (12 x layers x hidden^2 parameters each) and, per sample,
-their key/value caches over Bark's 1024-position window plus the generated audio. Not counted: logits,
-activations, the codec and the allocator's slack, so the real peak is higher; a batch above what the machine
-has is refused, one above what is free now is warned about.
+Counted: the weights of the three GPT-style sub-models' blocks (``bark.matmul_weights``: 12 x layers x hidden^2
+parameters each) and, per sample, their key/value caches over Bark's 1024-position window plus the generated
+audio. Not counted: logits, activations, the codec and the allocator's slack, so the real peak is higher; a batch
+above what the machine has is refused, one above what is free now is warned about.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from barkbench.measure.sources import ARCHITECTURES, ModelSource
-from barkbench.measure.workload import SEMANTIC_WINDOW
+from barkbench.bark import HUB_ARCHITECTURES, architecture_shapes, audio_samples, kv_window_bytes, matmul_weights
+from barkbench.measure.sources import ModelSource
 
-#: Hub ids of the published checkpoints, mapped to the architectures they share.
-HUB_ARCHITECTURES = {"suno/bark-small": "bark-small", "suno/bark": "bark"}
-#: Bark's sub-models that cache keys and values (semantic, coarse) or hold a full window (fine).
-SUB_MODELS = 3
-SAMPLE_RATE = 24_000
-#: Semantic tokens per second of audio (Bark's semantic rate).
-SEMANTIC_RATE_HZ = 49.9
+#: Bytes of one generated audio sample (the codec decodes to fp32).
+AUDIO_SAMPLE_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -43,8 +38,10 @@ def architecture(source: ModelSource | None) -> str | None:
 
 
 def estimate(arch: str, semantic_tokens: int, element_bytes: int = 4) -> MemoryEstimate:
-    layers, _heads, hidden = ARCHITECTURES[arch]
-    weights = SUB_MODELS * 12 * layers * hidden * hidden * element_bytes
-    kv_cache = SUB_MODELS * 2 * layers * hidden * SEMANTIC_WINDOW * element_bytes
-    audio = int(semantic_tokens / SEMANTIC_RATE_HZ * SAMPLE_RATE) * 4
+    """The weights of every sub-model's blocks, and per sample their KV caches over the window and the audio that
+    ``semantic_tokens`` semantic tokens become."""
+    shapes = architecture_shapes(arch).values()
+    weights = sum(matmul_weights(shape) for shape in shapes) * element_bytes
+    kv_cache = sum(kv_window_bytes(shape, element_bytes) for shape in shapes)
+    audio = audio_samples(semantic_tokens) * AUDIO_SAMPLE_BYTES
     return MemoryEstimate(weights, kv_cache + audio)

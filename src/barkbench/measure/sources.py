@@ -19,26 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from barkbench.bark import ARCHITECTURES, sub_model_configs
+from barkbench.bark import EXPECTED_PARAMETERS as EXPECTED_PARAMETERS  # tests/test_sources.py reads it here
+
 #: Written last into a built folder: its presence means the folder is complete.
 _COMPLETE_MARK = "barkbench-source.json"
-
-# Sub-model vocabularies of both original checkpoints (input, output).
-_VOCABS = {
-    "semantic_config": (129_600, 10_048),
-    "coarse_acoustics_config": (12_096, 12_096),
-    "fine_acoustics_config": (1_056, 1_056),
-}
-
-#: Architectures: (layers, heads, hidden size) of each transformer sub-model.
-ARCHITECTURES: dict[str, tuple[int, int, int]] = {
-    # Small enough that one generate of 256 semantic tokens takes ~2 s on 2 CPU cores.
-    "tiny": (2, 2, 64),
-    "bark-small": (12, 12, 768),
-    "bark": (24, 16, 1024),
-}
-
-#: Parameter counts of the full BarkModel (sub-models + EnCodec 24 kHz), checked by the tests.
-EXPECTED_PARAMETERS = {"bark-small": 404_400_000, "bark": 1_100_000_000}
 
 # A small WordPiece vocabulary: enough to tokenize the blog's prompts without unknowns. Real Bark text ids
 # are offset by 10_048 inside the semantic model; every id here stays far below the 119_547 limit.
@@ -102,22 +87,7 @@ def bark_config_dict(arch: str) -> dict[str, Any]:
     """The BarkConfig keyword arguments of an architecture, original vocabularies included."""
     from transformers import EncodecConfig
 
-    layers, heads, hidden = ARCHITECTURES[arch]
-    subs = {
-        key: {
-            "block_size": 1024,
-            "input_vocab_size": vocab_in,
-            "output_vocab_size": vocab_out,
-            "num_layers": layers,
-            "num_heads": heads,
-            "hidden_size": hidden,
-            "dropout": 0.0,
-            "bias": False,
-        }
-        for key, (vocab_in, vocab_out) in _VOCABS.items()
-    }
-    subs["fine_acoustics_config"].update(n_codes_total=8, n_codes_given=1)
-    return {**subs, "codec_config": EncodecConfig().to_dict()}
+    return {**sub_model_configs(arch), "codec_config": EncodecConfig().to_dict()}
 
 
 def _fingerprint(arch: str) -> str:

@@ -21,19 +21,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from barkbench.bark import COARSE_CODEBOOKS, DECODE_STAGES, SEMANTIC_PAD_TOKEN, STAGE_CALLS, STAGE_SUBMODELS, STAGES
 from barkbench.measure import trackers
 from barkbench.measure.device import synchronize
 
-#: The stages in the order ``BarkModel.generate`` runs them; also the keys of ``extra_info["stages"]``.
-STAGES = ("semantic", "coarse", "fine", "codec")
-
-#: (stage, sub-module attribute of BarkModel or "" for the model itself, method name).
-_TARGETS = (
-    ("semantic", "semantic", "generate"),
-    ("coarse", "coarse_acoustics", "generate"),
-    ("fine", "fine_acoustics", "generate"),
-    ("codec", "", "codec_decode"),
-)
+# The stages (``bark.STAGES``, the keys of ``extra_info["stages"]``) and the method ``BarkModel.generate`` calls
+# for each (``bark.STAGE_CALLS``) are Bark's facts.
 
 #: How far the sum of the stage times may fall short of the call's latency: the larger of a relative and an
 #: absolute bound (the absolute one covers the fixed cost of the code between stages on very short calls).
@@ -89,7 +82,7 @@ def fixed_length_kwargs(semantic_tokens: int) -> dict[str, int]:
 
 def _semantic_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
     config = kwargs.get("semantic_generation_config")
-    pad = getattr(config, "semantic_pad_token", 10_000)
+    pad = getattr(config, "semantic_pad_token", SEMANTIC_PAD_TOKEN)
     # Counted as soon as the stage returns: the coarse stage later overwrites the EOS/pad ids in place.
     return int((output != pad).sum())
 
@@ -103,7 +96,7 @@ def _coarse_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
 
 def _fine_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
     coarse_config = kwargs.get("coarse_generation_config")
-    given = int(getattr(coarse_config, "n_coarse_codebooks", 2))
+    given = int(getattr(coarse_config, "n_coarse_codebooks", COARSE_CODEBOOKS))
     batch, codebooks, frames = output.shape
     return int(batch * max(0, codebooks - given) * frames)
 
@@ -113,11 +106,6 @@ def _codec_samples(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
     if isinstance(output, (list, tuple)):
         return int(sum(sample.shape[-1] for sample in output))
     return int(output.numel())
-
-
-#: The decode stages whose sub-model forwards are counted (``StageFigures.forwards``), by BarkModel attribute. The
-#: fine model's ``generate`` calls ``self.forward`` directly, past any hook; its work follows from its shapes.
-_DECODE_SUBMODELS = (("semantic", "semantic"), ("coarse", "coarse_acoustics"))
 
 
 def _past_length(kwargs: dict[str, Any]) -> int:
@@ -262,7 +250,8 @@ class StageTracker:
         # this one (inside it), as VariantRunner does: what came before the block is not the block's.
         self._resettable = self.device_type != "cpu" or trackers.reset_peak_rss()
         try:
-            for stage, owner_name, method_name in _TARGETS:
+            for stage, call in STAGE_CALLS.items():
+                owner_name, method_name = call.owner, call.method
                 owner = getattr(self.model, owner_name) if owner_name else self.model
                 # Remember whether the instance already shadowed the method (another wrapper): restore it then.
                 shadowed = method_name in vars(owner)
@@ -272,9 +261,12 @@ class StageTracker:
         except AttributeError as exc:
             self._restore()
             raise TypeError(f"StageTracker needs a transformers BarkModel; {exc}") from None
-        for stage, attribute in _DECODE_SUBMODELS:
+        # The decode stages' sub-model forwards are counted (``StageFigures.forwards``). The fine model's
+        # ``generate`` calls ``self.forward`` directly, past any hook; its work follows from its shapes.
+        for stage in DECODE_STAGES:
             hook = _forward_counter(self.stages[stage])
-            self._hooks.append(getattr(self.model, attribute).register_forward_pre_hook(hook, with_kwargs=True))
+            sub_model = getattr(self.model, STAGE_SUBMODELS[stage].attribute)
+            self._hooks.append(sub_model.register_forward_pre_hook(hook, with_kwargs=True))
         return self
 
     def _restore(self) -> None:

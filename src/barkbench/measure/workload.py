@@ -15,6 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from barkbench.bark import (
+    COARSE_CODEBOOKS,
+    CODEBOOK_SIZE,
+    FINE_CODEBOOKS,
+    MAX_SEMANTIC_TOKENS,
+    MAX_TEXT_TOKENS,
+    SEMANTIC_VOCAB,
+    SEMANTIC_WINDOW,
+)
+
 #: The blog's prompt, then the two it adds for batches; a batch of N cycles through them.
 PROMPTS = (
     "Let's try generating speech, with Bark, a text-to-speech model",
@@ -22,12 +32,7 @@ PROMPTS = (
     "I love Hugging Face, it's so cool.",
 )
 
-#: Bark's text window: BarkProcessor pads or truncates the prompt to this many tokens.
-MAX_TEXT_TOKENS = 256
 SEED = 0
-#: Bark's semantic model has 1024 positions: the 256 text tokens, one separator, then the new tokens.
-SEMANTIC_WINDOW = 1024
-MAX_SEMANTIC_TOKENS = SEMANTIC_WINDOW - MAX_TEXT_TOKENS - 1
 #: The blog's cap on new semantic tokens in its tables. Random weights almost never emit EOS, so this is also
 #: the length every run reaches.
 DEFAULT_SEMANTIC_TOKENS = 256
@@ -39,11 +44,9 @@ Mode = Literal["single", "long"]
 MODES: tuple[str, ...] = ("single", "long")
 
 #: Voice preset shapes (suno's .npz files): semantic (T,), coarse (2, T), fine (8, T). The codebook sizes bound
-#: the values: semantic tokens < 10000, codec codes < 1024.
+#: the values: semantic tokens < 10000, codec codes < 1024 (``barkbench.bark``).
 VOICE_KEYS = ("semantic_prompt", "coarse_prompt", "fine_prompt")
-VOICE_ROWS = {"semantic_prompt": None, "coarse_prompt": 2, "fine_prompt": 8}
-SEMANTIC_VOCAB = 10_000
-CODEBOOK_SIZE = 1024
+VOICE_ROWS = {"semantic_prompt": None, "coarse_prompt": COARSE_CODEBOOKS, "fine_prompt": FINE_CODEBOOKS}
 #: Synthetic presets for random models: about 2 s of a voice (suno's presets hold a few seconds).
 SYNTHETIC_SEMANTIC_LENGTH = 100
 SYNTHETIC_CODEC_LENGTH = 150
@@ -114,8 +117,8 @@ def synthetic_voice(name: str = "synthetic") -> Voice:
     rng = np.random.default_rng(int(_digest(name.encode())[:8], 16))
     arrays = {
         "semantic_prompt": rng.integers(0, SEMANTIC_VOCAB, SYNTHETIC_SEMANTIC_LENGTH),
-        "coarse_prompt": rng.integers(0, CODEBOOK_SIZE, (2, SYNTHETIC_CODEC_LENGTH)),
-        "fine_prompt": rng.integers(0, CODEBOOK_SIZE, (8, SYNTHETIC_CODEC_LENGTH)),
+        "coarse_prompt": rng.integers(0, CODEBOOK_SIZE, (COARSE_CODEBOOKS, SYNTHETIC_CODEC_LENGTH)),
+        "fine_prompt": rng.integers(0, CODEBOOK_SIZE, (FINE_CODEBOOKS, SYNTHETIC_CODEC_LENGTH)),
     }
     lists = check_voice_arrays(arrays, name)
     return Voice(name=name, kind="synthetic", arrays=lists, digest=_digest(json.dumps(lists).encode()))

@@ -1,14 +1,14 @@
-"""How far each stage is from the machine's limit: bytes and FLOPs from the sub-models' shapes, and the share of
-the measured machine limits (``barkbench.measure.limits``) a stage reaches.
+"""How far each stage is from the machine's limit: the share of the measured machine limits
+(``barkbench.measure.limits``) a stage reaches, from the bytes and FLOPs its shapes imply (``barkbench.bark``).
 
 Plain arithmetic on plain values (no torch), so reports can recompute it from stored results.
 
 - **semantic, coarse** (autoregressive, one token per step, memory-bound): every step reads the sub-model's
   weights as stored (an int8-quantized ``nn.Linear`` counts one byte per weight) and the KV cache up to the step's
-  context. ``decode_bytes`` sums that over the stage's forward passes (the prefill included: it reads the weights
-  once too), from the forward count and the summed key positions the stage tracker records.
-- **fine** (non-causal, compute-bound): ``fine_flops`` counts the multiply-adds of its forwards (every window of
-  ``FINE_WINDOW`` frames, once per predicted codebook) from the shapes: projections, attention, output head.
+  context. ``bark.decode_bytes`` sums that over the stage's forward passes (the prefill included: it reads the
+  weights once too), from the forward count and the summed key positions the stage tracker records.
+- **fine** (non-causal, compute-bound): ``bark.fine_flops`` counts the multiply-adds of its forwards (every window
+  of ``bark.FINE_WINDOW`` frames, once per predicted codebook) from the shapes: projections, attention, output head.
 - **codec**: time and its share of the call only.
 
 The three-level breakdown of a decode step: the **bandwidth floor** (bytes per step / the machine's bandwidth),
@@ -22,120 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: Bark's fine stage (``BarkFineGenerationConfig`` defaults, both checkpoints): it predicts codebooks 3-8 given the
-#: coarse two, over windows of 1024 frames that advance by 512.
-FINE_WINDOW = 1024
-FINE_HISTORY = 512
-COARSE_CODEBOOKS = 2
-FINE_CODEBOOKS = 8
-
-#: The sub-model of each transformer stage (BarkModel attribute and its config key).
-STAGE_SUBMODELS = {
-    "semantic": ("semantic", "semantic_config"),
-    "coarse": ("coarse_acoustics", "coarse_acoustics_config"),
-    "fine": ("fine_acoustics", "fine_acoustics_config"),
-}
-DECODE_STAGES = ("semantic", "coarse")
-
-
-@dataclass(frozen=True)
-class SubModelShape:
-    """The shape of one Bark transformer sub-model (``BarkSubModelConfig`` fields), with ``bias=False`` as in both
-    original checkpoints (LayerNorms have a weight only)."""
-
-    layers: int
-    heads: int
-    hidden: int
-    input_vocab: int
-    output_vocab: int
-    block_size: int = 1024
-    #: Fine model only: codebooks embedded (``n_codes_total``) and given (``n_codes_given``).
-    n_codes_total: int = 1
-    n_codes_given: int = 1
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> SubModelShape:
-        """From a sub-model config's ``to_dict()`` (or the plain dict ``sources.bark_config_dict`` gives)."""
-        return cls(
-            layers=int(config["num_layers"]),
-            heads=int(config["num_heads"]),
-            hidden=int(config["hidden_size"]),
-            input_vocab=int(config["input_vocab_size"]),
-            output_vocab=int(config["output_vocab_size"]),
-            block_size=int(config.get("block_size", 1024)),
-            n_codes_total=int(config.get("n_codes_total", 1) or 1),
-            n_codes_given=int(config.get("n_codes_given", 1) or 1),
-        )
-
-    @property
-    def block_matmul_weights(self) -> int:
-        """Weights of one block's four Linear layers: qkv (3h×h), out (h×h), MLP in (4h×h) and out (h×4h)."""
-        return 12 * self.hidden * self.hidden
-
-    def decode_matrices(self) -> tuple[tuple[int, int], ...]:
-        """(out_features, in_features) of every matrix one decode step multiplies a vector by, in order."""
-        h = self.hidden
-        block = ((3 * h, h), (h, h), (4 * h, h), (h, 4 * h))
-        return block * self.layers + ((self.output_vocab, h),)
-
-
-def decode_step_weight_bytes(shape: SubModelShape, element_bytes: int, linear_weight_bytes: float) -> float:
-    """Bytes of weights one decode step of a causal sub-model reads, as stored.
-
-    The Linear layers (lm_head included: ``quantize_dynamic`` replaces it too) at ``linear_weight_bytes`` per
-    weight (1 for int8), the LayerNorm weights (two per block and the final one) and the two embedding rows the
-    step looks up (token and position) at ``element_bytes``.
-    """
-    other = ((2 * shape.layers + 1) * shape.hidden + 2 * shape.hidden) * element_bytes
-    return decode_linear_bytes(shape, linear_weight_bytes) + other
-
-
-def decode_linear_bytes(shape: SubModelShape, linear_weight_bytes: float) -> float:
-    """Bytes of the Linear weights one decode step multiplies by (``decode_matrices``), as stored."""
-    return sum(rows * cols for rows, cols in shape.decode_matrices()) * linear_weight_bytes
-
-
-def kv_bytes_per_position(shape: SubModelShape, element_bytes: int) -> int:
-    """KV-cache bytes one sample's key position holds (key and value, every layer)."""
-    return 2 * shape.layers * shape.hidden * element_bytes
-
-
-def decode_bytes(
-    shape: SubModelShape, element_bytes: int, linear_weight_bytes: float, forwards: int, key_positions: int
-) -> float:
-    """Bytes a decode stage must read: the weights once per forward pass, plus the cache over every key position
-    the forwards attended to (``key_positions``: summed over forwards and the batch)."""
-    return forwards * decode_step_weight_bytes(shape, element_bytes, linear_weight_bytes) + (
-        key_positions * kv_bytes_per_position(shape, element_bytes)
-    )
-
-
-def fine_forwards(frames: int) -> int:
-    """Forward passes of the fine stage for ``frames`` coarse frames (no fine history; Bark's own loop)."""
-    loops = max(0, math.ceil((frames - FINE_WINDOW) / FINE_HISTORY)) + 1
-    return loops * (FINE_CODEBOOKS - COARSE_CODEBOOKS)
-
-
-def fine_forward_flops(shape: SubModelShape, batch: int, sequence: int = FINE_WINDOW) -> int:
-    """FLOPs (2 per multiply-add) of one fine forward over ``sequence`` frames: the blocks' projections, attention
-    scores and weighted sum (non-causal: every frame attends to every frame) and one codebook's output head."""
-    h = shape.hidden
-    tokens = batch * sequence
-    projections = 2 * tokens * shape.layers * shape.block_matmul_weights
-    attention = 2 * 2 * batch * shape.layers * sequence * sequence * h
-    head = 2 * tokens * h * shape.output_vocab
-    return projections + attention + head
-
-
-def fine_flops(shape: SubModelShape, batch: int, frames: int) -> int:
-    """FLOPs of one fine stage call over ``frames`` coarse frames per sample."""
-    return fine_forwards(frames) * fine_forward_flops(shape, batch)
-
-
-def fine_gemm_shape(shape: SubModelShape, batch: int = 1) -> tuple[int, int, int]:
-    """(m, k, n) of the fine stage's dominant matrix product: its MLP input projection over a whole window."""
-    return batch * FINE_WINDOW, shape.hidden, 4 * shape.hidden
-
+from barkbench.bark import DECODE_STAGES, SubModelShape, decode_bytes, decode_linear_bytes, fine_flops, fine_frames
 
 # -- efficiency of a measured run -----------------------------------------------------------------------------
 
@@ -224,8 +111,7 @@ def stage_efficiencies(
                 time_share=share,
             )
         elif name == "fine" and "fine" in shapes and figures.get("tokens"):
-            per_frame = batch * (FINE_CODEBOOKS - COARSE_CODEBOOKS)
-            frames = round(float(figures["tokens"]) / per_frame)
+            frames = fine_frames(float(figures["tokens"]), batch)
             work = float(fine_flops(shapes["fine"], batch, frames))
             achieved = _ratio(work, seconds)
             out[name] = StageEfficiency(name, seconds, work, achieved, _ratio(achieved, matmul), time_share=share)
