@@ -1,9 +1,9 @@
-"""The ``barkbench`` console script: subcommands that read pytest-benchmark JSON files.
+"""The ``barkbench`` console script: the dispatcher of the subcommands in ``barkbench.commands``.
 
-Each subcommand is a module exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; adding
+Each subcommand is a module there exposing ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``; adding
 one is one entry in ``SUBCOMMANDS``. Every error the user can fix prints ``barkbench: error: <one line>`` on
 stderr and exits with status 2 (1 is reserved for a failed gate: ``compare``'s regression, ``budgets``' excess).
-Importing it imports neither torch nor transformers.
+Importing it imports neither torch, transformers, matplotlib nor scipy, so ``barkbench --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -14,23 +14,32 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import NoReturn
 
-from barkbench import __version__, doctor
-from barkbench.measure import overhead
-from barkbench.results import acceptance, budgets, compare, export, merge, report
+from barkbench import __version__
+from barkbench.commands import (
+    UsageError,
+    acceptance,
+    budgets,
+    compare,
+    doctor,
+    export_github,
+    merge,
+    overhead,
+    report,
+    sweep,
+)
 from barkbench.results.budgets import BudgetError
 from barkbench.results.load import ResultsError
-from barkbench.sweep import launch
 
 #: name -> module implementing the subcommand protocol.
 SUBCOMMANDS: dict[str, ModuleType] = {
     "report": report,
     "compare": compare,
-    "export-github": export,
+    "export-github": export_github,
     "budgets": budgets,
     "doctor": doctor,
     "acceptance": acceptance,
     "merge": merge,
-    "sweep": launch,
+    "sweep": sweep,
     "overhead": overhead,
 }
 
@@ -38,10 +47,6 @@ SUBCOMMANDS: dict[str, ModuleType] = {
 PASS_THROUGH = ("sweep",)
 
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A command-line mistake; argparse's own errors are routed here so they print on one line too."""
 
 
 class _Parser(argparse.ArgumentParser):

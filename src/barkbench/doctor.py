@@ -13,48 +13,12 @@ replacing the cached entries, as a benchmark's worker would on its first run. Al
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import importlib.util
-import json
 import os
 import shutil
 import sysconfig
 from typing import Any
-
-HELP = "show what this machine can measure: torch build, devices, optional packages, and each preset's skip reason"
-
-
-#: The architecture ``--limits`` measures by default: the model the README's efficiency table uses.
-DEFAULT_LIMITS_MODEL = "random:bark-small"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the facts as one JSON object")
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda", "xpu", "mps"),
-        default="auto",
-        help="judge the presets for this device (default: the one `pytest bench/` would pick)",
-    )
-    parser.add_argument(
-        "--limits",
-        nargs="?",
-        const="baseline",
-        default=None,
-        metavar="VARIANTS",
-        help="measure the machine's limits now (copy bandwidth, decode GEMV, fine GEMM; seconds per variant) for "
-        "the dtypes and int8/fp16 weights of VARIANTS (a --bark-variants value; default: baseline) on --device, "
-        "and store them in the cache the benchmarks read (replacing the cached figures); without it, doctor "
-        "only shows what is cached",
-    )
-    parser.add_argument(
-        "--limits-model",
-        default=DEFAULT_LIMITS_MODEL,
-        metavar="ARCH",
-        help=f"architecture whose shapes --limits measures: tiny, random:bark-small or random:bark (a checkpoint "
-        f"has its architecture's shapes; default: {DEFAULT_LIMITS_MODEL})",
-    )
 
 
 def _version(package: str) -> str | None:
@@ -203,7 +167,7 @@ def facts(device_choice: str = "auto") -> dict[str, Any]:
     }
 
 
-def _text(report: dict[str, Any]) -> str:
+def facts_text(report: dict[str, Any]) -> str:
     acc = report["accelerator"]
     lines = [f"torch {report['torch']} ({report['torch_build']} build); stack: {report['stack']}"]
     if acc["devices"]:
@@ -280,26 +244,3 @@ def limits_lines(limits: dict[str, Any], measured: list[dict[str, Any]] | None =
             + (f"; one decode step's matmuls: {kernels}" if kernels else "")
         )
     return lines
-
-
-def run(args: argparse.Namespace) -> int:
-    measured = None
-    if args.limits is not None:
-        from barkbench.measure import device
-
-        chosen = device.device_type() if args.device == "auto" else args.device
-        try:
-            measured = measure_limits(args.limits, args.limits_model, chosen)
-        except LimitsArgumentError as exc:
-            raise _usage_error(str(exc)) from None
-    report = facts(args.device)
-    if measured is not None:
-        report["limits_measured"] = measured
-    print(json.dumps(report, indent=2, default=str) if args.json else _text(report))
-    return 0
-
-
-def _usage_error(message: str) -> Exception:
-    from barkbench.cli import UsageError
-
-    return UsageError(message)

@@ -9,15 +9,11 @@ Reads JSON only (no torch).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from barkbench.results.load import BenchmarkResult, Run, load_run
+from barkbench.results.load import BenchmarkResult, Run
 from barkbench.results.report import group_results
-
-HELP = "check what must hold in any GPU run (CUDA allocator, offload below no-offload, fp16 half of fp32) and summarize"
 
 #: fp16/fp32 weights: parameters halve exactly; a few buffers keep their dtype (tiny: 0.515).
 HALF_WEIGHTS = (0.49, 0.53)
@@ -159,18 +155,3 @@ def summary(runs: Sequence[Run], checks: Sequence[Check]) -> str:
     lines += [c.line() for c in checks]
     lines += ["", f"{len(checks) - len(failed)} of {len(checks)} checks passed."]
     return "\n".join(lines) + "\n"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="RUN.json", help="--benchmark-json files of a GPU run")
-    parser.add_argument("--summary", metavar="FILE.md", help="also write the Markdown summary to FILE.md")
-
-
-def run(args: argparse.Namespace) -> int:
-    runs = [load_run(path) for path in args.files]
-    checks = [c for r in runs for c in check_run(r)]
-    text = summary(runs, checks)
-    print(text, end="")
-    if args.summary:
-        Path(args.summary).write_text(text)
-    return 0 if all(c.ok for c in checks) else 1

@@ -12,7 +12,6 @@ one-line message giving the measured and allowed figures in MB and as a ratio. N
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import sys
 from collections.abc import Iterable, Mapping
@@ -25,7 +24,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from barkbench.results.load import load_run
 from barkbench.results.schema import BYTES_PER_MB, MODEL_MEMORY, PEAK_MEMORY, WEIGHTS, Figures, baseline_of
 from barkbench.variants import Variant, VariantError
 
@@ -282,37 +280,3 @@ def nothing_matched(extra_infos: Iterable[Mapping[str, Any]], budgets: Budgets) 
 def failures(verdicts: Iterable[Verdict]) -> list[Verdict]:
     """Verdicts that must fail an enforcing run: exceeded, or not checkable for want of the baseline/figure."""
     return [v for v in verdicts if not v.ok]
-
-
-# -- command line: ``barkbench budgets RUN.json [--budgets FILE]`` -----------------------------------------------
-
-HELP = "hold the variants of a saved run to memory budgets (exit 1 when one is exceeded or cannot be checked)"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_file", type=Path, metavar="RUN.json", help="a pytest-benchmark JSON file")
-    parser.add_argument(
-        "--budgets",
-        default=DEFAULT_NAME,
-        metavar="FILE|default",
-        help="the budgets TOML file (default: barkbench's packaged budgets.toml)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    budgets = load_budgets(args.budgets)
-    data = load_run(args.run_file)
-    for note in data.notes():
-        print(f"barkbench: note: {note}", file=sys.stderr)
-    verdicts = check_extra_infos([r.extra_info for r in data.benchmarks], budgets)
-    if not verdicts:
-        print(f"FAILED: {nothing_matched([r.extra_info for r in data.benchmarks], budgets)}")
-        return 1
-    for verdict in verdicts:
-        print(verdict.message)
-    failed = failures(verdicts)
-    if failed:
-        print(f"FAILED: {len(failed)} of {len(verdicts)} budget check(s) failed.")
-        return 1
-    print(f"OK: {len(verdicts)} budget check(s) passed.")
-    return 0

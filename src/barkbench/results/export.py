@@ -7,18 +7,13 @@ take one file, so peak memory (smaller is better) and throughput (bigger is bett
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from barkbench.results import schema
-from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_run
-
-HELP = "write github-action-benchmark custom JSON (peak memory, throughput) from a run"
-DEFAULT_PREFIX = "github-benchmark"
+from barkbench.results.load import BenchmarkResult, ResultsError, Run
 
 
 @dataclass(frozen=True)
@@ -80,31 +75,3 @@ def export_github(run: Run, prefix: Path) -> dict[str, Path]:
             path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(entries(run, series), indent=2) + "\n", encoding="utf-8")
     return paths
-
-
-# -- command line ------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_file", type=Path, metavar="RUN.json", help="a pytest-benchmark JSON file")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=Path(DEFAULT_PREFIX),
-        metavar="PREFIX",
-        help=f"writes PREFIX-memory.json (tool: customSmallerIsBetter) and "
-        f"PREFIX-throughput.json (tool: customBiggerIsBetter); default: {DEFAULT_PREFIX}",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    data = load_run(args.run_file)
-    for note in data.notes():
-        print(f"barkbench: note: {note}", file=sys.stderr)
-    failed = [r.variant for r in data.benchmarks if r.failed]
-    if failed:
-        print(f"barkbench: note: left out failed variant(s): {', '.join(failed)}", file=sys.stderr)
-    paths = export_github(data, args.output)
-    for series in SERIES:
-        print(f"{paths[series.suffix]}  (tool: {series.tool}, unit: {series.unit})")
-    return 0

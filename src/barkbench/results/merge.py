@@ -8,10 +8,8 @@ The shards' records of the whole matrix say which shards and variants are missin
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,8 +18,6 @@ from typing import Any
 
 from barkbench.results.load import ResultsError, parse_run
 from barkbench.sweep.shards import JSON_KEY
-
-HELP = "merge the JSON files of a sharded sweep into one pytest-benchmark JSON file; lists what is missing"
 
 #: machine_info["barkbench"] keys that must agree: results of two library stacks are two experiments.
 VERSION_KEYS = ("torch", "transformers", "optimum", "accelerate", "barkbench")
@@ -169,28 +165,3 @@ def write(merged: Merged, output: Path) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(merged.data, handle, indent=4)
     os.replace(tmp, output)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN.json", help="the shards' --benchmark-json files")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.json", help="the merged file")
-    parser.add_argument(
-        "--allow-mixed",
-        action="store_true",
-        help="merge files with different workloads or library versions anyway",
-    )
-    parser.add_argument(
-        "--require-complete",
-        action="store_true",
-        help="exit with status 1 when shards or variants are missing (the file is written anyway)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    merged = merge(args.runs, allow_mixed=args.allow_mixed)
-    write(merged, args.output)
-    count = len(merged.data["benchmarks"])
-    print(f"barkbench: merged {len(args.runs)} file(s), {count} benchmark(s) into {args.output}", file=sys.stderr)
-    for line in merged.summary():
-        print(f"barkbench: {line}", file=sys.stderr)
-    return 1 if args.require_complete and not merged.complete else 0

@@ -7,10 +7,8 @@ Hugging Face "Optimizing Bark" blog post.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,11 +17,9 @@ from typing import Any
 
 from barkbench.results import efficiency, plots, quality, schema
 from barkbench.results import markdown as md
-from barkbench.results.load import BenchmarkResult, ResultsError, Run, load_runs
+from barkbench.results.load import BenchmarkResult, ResultsError, Run
 from barkbench.results.schema import BYTES_PER_MB
 
-HELP = "write Markdown tables and PNG plots from pytest-benchmark JSON files"
-DEFAULT_OUTPUT_DIR = Path("barkbench-report")
 REPORT_NAME = "report.md"
 
 _INTRO = (
@@ -413,33 +409,6 @@ class _FileNamer:
         return f"{slug}{suffix}.png"
 
 
-# -- command line ------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "runs",
-        nargs="+",
-        type=Path,
-        metavar="RUN.json",
-        help="pytest-benchmark JSON files (--benchmark-json or .benchmarks/*/NNNN_*.json); "
-        "runs from several machines are grouped per machine",
-    )
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        default=DEFAULT_OUTPUT_DIR,
-        help=f"where report.md and the PNGs go (default: {DEFAULT_OUTPUT_DIR}/)",
-    )
-    parser.add_argument("--no-plots", action="store_true", help="write only report.md")
-    parser.add_argument(
-        "--efficiency",
-        action="store_true",
-        help="print only each group's 'How close to the limit' table (variants ranked by latency, their stage "
-        "efficiencies, decode-step levels and what bounds them) as Markdown, and write no files",
-    )
-
-
 def efficiency_report(runs: Sequence[Run]) -> str:
     """``--efficiency``: the ranked "How close to the limit" table of every group (``efficiency.limit_ranking``)."""
     results, _ = relabel_machines(runs)
@@ -455,13 +424,3 @@ def efficiency_report(runs: Sequence[Run]) -> str:
             "figures and the machine-limits probe: run `pytest bench/` with this barkbench and report that file"
         )
     return "\n".join(parts)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.efficiency:
-        sys.stdout.write(efficiency_report(load_runs(args.runs)))
-        return 0
-    report = write_report(load_runs(args.runs), args.output_dir, plots_enabled=not args.no_plots)
-    sys.stdout.write(report.markdown)
-    print(f"barkbench: wrote {', '.join(str(p) for p in report.files)}", file=sys.stderr)
-    return 0

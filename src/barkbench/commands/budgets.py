@@ -1,0 +1,42 @@
+"""``barkbench budgets RUN.json [--budgets FILE]``: hold a saved run to memory budgets (``results.budgets``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from barkbench.results.budgets import DEFAULT_NAME, check_extra_infos, failures, load_budgets, nothing_matched
+from barkbench.results.load import load_run
+
+HELP = "hold the variants of a saved run to memory budgets (exit 1 when one is exceeded or cannot be checked)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_file", type=Path, metavar="RUN.json", help="a pytest-benchmark JSON file")
+    parser.add_argument(
+        "--budgets",
+        default=DEFAULT_NAME,
+        metavar="FILE|default",
+        help="the budgets TOML file (default: barkbench's packaged budgets.toml)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    budgets = load_budgets(args.budgets)
+    data = load_run(args.run_file)
+    for note in data.notes():
+        print(f"barkbench: note: {note}", file=sys.stderr)
+    extra_infos = [r.extra_info for r in data.benchmarks]
+    verdicts = check_extra_infos(extra_infos, budgets)
+    if not verdicts:
+        print(f"FAILED: {nothing_matched(extra_infos, budgets)}")
+        return 1
+    for verdict in verdicts:
+        print(verdict.message)
+    failed = failures(verdicts)
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(verdicts)} budget check(s) failed.")
+        return 1
+    print(f"OK: {len(verdicts)} budget check(s) passed.")
+    return 0
