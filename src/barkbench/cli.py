@@ -65,19 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in SUBCOMMANDS.items():
         # No abbreviations: a pass-through pytest option must never be read as a prefix of one of ours.
         sub = subparsers.add_parser(
-            name, help=module.HELP, description=module.HELP, allow_abbrev=name not in PASS_THROUGH
+            name, help=_literal(module.HELP), description=module.HELP, allow_abbrev=name not in PASS_THROUGH
         )
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)
     return parser
 
 
+def _literal(text: str) -> str:
+    """``text`` as a help string argparse prints as written: it %-formats every help (``%(default)s``), so a plain
+    ``%`` ("95 % interval") made ``barkbench --help`` die with a TypeError. A description is formatted only when
+    it holds ``%(prog)``, so it takes the text as is."""
+    return text.replace("%", "%%")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra and getattr(args, "command", None) not in PASS_THROUGH:
-            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `barkbench --help`)")
+        command = getattr(args, "command", None)
+        if extra and command not in PASS_THROUGH:
+            # Point at the help that lists the options the user could have meant: the command's own.
+            where = f"barkbench {command}" if command else "barkbench"
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see `{where} --help`)")
         if extra:
             args.pytest_args = extra
         handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
