@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-# pytest-benchmark times each round trip to the variant's worker process with the host clock. The worker
-# synchronizes the device before it answers (its own figure, `seconds` per round, is device-synchronized), and
-# this process runs no device work: synchronizing here would only create a CUDA context in the wrong process.
+# barkbench's engine times each round trip to the variant's worker process with the host clock (perf_counter, GC
+# off) and replays the durations into pytest-benchmark; this mark records those settings in the JSON's options. The
+# worker synchronizes the device before it answers (its own figure, `seconds` per round, is device-synchronized),
+# and this process runs no device work: synchronizing here would only create a CUDA context in the wrong process.
 pytestmark = pytest.mark.benchmark(timer=time.perf_counter, disable_gc=True)
 
 

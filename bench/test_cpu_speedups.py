@@ -28,7 +28,8 @@ from barkbench.pytest_plugin.plugin import bark_session
 from barkbench.pytest_plugin.session import BarkBench
 from barkbench.variants import GROUPS, PRESETS
 
-# The host clock around the round trip to the worker, which synchronizes its device before answering.
+# The engine times each round with the host clock around the round trip to the worker (which synchronizes its
+# device before answering); this mark records those settings in the JSON's options.
 pytestmark = pytest.mark.benchmark(timer=time.perf_counter, disable_gc=True)
 
 MODEL = "random:bark-small"

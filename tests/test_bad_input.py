@@ -293,7 +293,7 @@ def test_a_prompt_past_256_tokens_is_truncated_and_reported(tiny_source):
     # Next to a short prompt in one batch: BarkProcessor alone cannot even build that batch (it pads to 256 but
     # does not truncate); the harness truncates to what Bark keeps and says so.
     spec = RunSpec(
-        source=tiny_source.spec,
+        source=tiny_source,
         variant=Variant(),
         device_type="cpu",
         workload=Workload(batch_size=2, prompts=("Wow", LONG_PROMPT), semantic_max_new_tokens=8),

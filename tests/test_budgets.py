@@ -16,6 +16,7 @@ import pytest
 from barkbench.measure import device as device_mod
 from barkbench.measure.optimize import unsupported_reason
 from barkbench.measure.runner import RunSpec
+from barkbench.measure.sources import parse_model_source
 from barkbench.measure.worker import WorkerProcess
 from barkbench.measure.workload import Workload
 from barkbench.results import budgets
@@ -226,7 +227,7 @@ def measured(pytestconfig: pytest.Config) -> list[budgets.Measurement]:
 
 def _measure(source: str, device: str, variant: Variant) -> budgets.Measurement:
     spec = RunSpec(
-        source=source,
+        source=parse_model_source(source),
         variant=variant,
         workload=Workload(semantic_max_new_tokens=8),
         device_type=device,

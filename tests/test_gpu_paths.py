@@ -298,6 +298,7 @@ def test_benchmark_json_given_as_an_open_file_is_checked_and_saved_atomically_by
     import types
 
     from barkbench.pytest_plugin import benchmark_patches
+    from barkbench.pytest_plugin.config import BenchOptions
     from barkbench.pytest_plugin.session import startup_checks
 
     target = tmp_path / "run.json"
@@ -313,7 +314,7 @@ def test_benchmark_json_given_as_an_open_file_is_checked_and_saved_atomically_by
         def getoption(self, name, default=None):
             return {"benchmark_json": opened, "bark_model": None}.get(name, default)
 
-    startup_checks(Config())  # raised TypeError before: Path(<BufferedWriter>)
+    startup_checks(BenchOptions.read(Config()))  # raised TypeError before: Path(<BufferedWriter>)
 
     logged = []
     bs = types.SimpleNamespace(

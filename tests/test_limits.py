@@ -163,19 +163,21 @@ def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch, measured):
     assert len(calls) == 7
 
 
-def test_remeasure_flag_reaches_the_workers_through_the_environment(monkeypatch, tmp_path):
-    import argparse
-
-    from barkbench.pytest_plugin import options
-
-    monkeypatch.delenv(limits.REMEASURE_ENV, raising=False)
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--bark-remeasure-limits", action=options._RemeasureLimits, nargs=0, default=False)
-    assert parser.parse_args([]).bark_remeasure_limits is False
-    assert parser.parse_args(["--bark-remeasure-limits"]).bark_remeasure_limits is True
+def test_remeasure_flag_reaches_the_workers_through_the_environment(pytester, monkeypatch):
+    import dataclasses
     import os
 
-    assert os.environ[limits.REMEASURE_ENV] == "1"
+    from barkbench.pytest_plugin.config import BenchConfig, BenchOptions
+    from barkbench.variants import Variant
+
+    monkeypatch.delenv(limits.REMEASURE_ENV, raising=False)
+    assert BenchOptions.read(pytester.parseconfig()).remeasure_limits is False
+    options = BenchOptions.read(pytester.parseconfig("--bark-remeasure-limits"))
+    assert options.remeasure_limits is True
+    # Parsing sets nothing; each worker gets the flag in the environment its spec carries.
+    assert limits.REMEASURE_ENV not in os.environ
+    config = BenchConfig.from_options(dataclasses.replace(options, device="cpu"))
+    assert config.spec(Variant()).env[limits.REMEASURE_ENV] == "1"
 
 
 @pytest.mark.parametrize("weights", ["int8", "fp16"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from barkbench.measure.runner import RunSpec
+from barkbench.measure.sources import parse_model_source
 from barkbench.measure.worker import WorkerProcess
 from barkbench.measure.workload import Workload
 from barkbench.variants import Variant
@@ -15,7 +16,7 @@ SAME_WORK = 0.02
 
 def _figures() -> tuple[int, int]:
     spec = RunSpec(
-        source="tiny",
+        source=parse_model_source("tiny"),
         variant=Variant(),
         workload=Workload(semantic_max_new_tokens=8),
         device_type="cpu",

@@ -168,7 +168,7 @@ def test_fa2_on_this_gpu_is_either_runnable_or_names_what_is_missing():
 
 def _runner(tiny_source, variant: Variant) -> VariantRunner:
     spec = RunSpec(
-        source=tiny_source.spec,
+        source=tiny_source,
         variant=variant,
         workload=Workload(semantic_max_new_tokens=TOKENS),
         device_type="cpu",

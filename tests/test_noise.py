@@ -105,21 +105,17 @@ def test_busy_warning_only_when_load_exceeds_the_cpus() -> None:
     assert facts(None).busy_warning() is None
 
 
-class _Options:
-    """A pytest config's getoption with --bark-variants given (so the header needs no device probe)."""
-
-    def getoption(self, name: str, default: object = None) -> object:
-        return {"bark_variants": [["baseline"]]}.get(name, default)
-
-
 def test_session_header_warns_when_the_machine_is_busy_at_start() -> None:
+    from barkbench.pytest_plugin.config import BenchOptions
     from barkbench.pytest_plugin.session import BarkSession
+    from barkbench.variants import Variant
 
-    session = BarkSession(_Options())  # type: ignore[arg-type]
+    # --bark-variants given, so the header needs no device probe; no pytest config is read.
+    session = BarkSession(None, BenchOptions(variants=((Variant(),),)))  # type: ignore[arg-type]
     session._machine_facts = facts(5.0)
-    assert session.pytest_report_header(_Options()) == [  # type: ignore[arg-type]
+    assert session.pytest_report_header(None) == [  # type: ignore[arg-type]
         "barkbench: WARNING: the machine is busy: load average 5.0 above its 2 CPUs at start; timings will be "
         "noisy (rows are checked and marked)"
     ]
     session._machine_facts = facts(1.0)
-    assert session.pytest_report_header(_Options()) is None  # type: ignore[arg-type]
+    assert session.pytest_report_header(None) is None  # type: ignore[arg-type]

@@ -16,8 +16,9 @@ from scipy import stats as scipy_stats
 
 from barkbench.measure import schedule
 from barkbench.measure.schedule import Eta, PrecisionRule, Slot, estimate, plan, relative_half_width
-from barkbench.pytest_plugin.processes import _ReplayTimer, process_spread
+from barkbench.measure.summary import process_spread
 from barkbench.pytest_plugin.progress import Progress
+from barkbench.pytest_plugin.recording import _ReplayTimer
 from barkbench.results.load import parse_run
 from barkbench.results.report import process_notes
 
@@ -398,11 +399,12 @@ class _Durations:
 
 
 def _config(**fields: Any) -> Any:
-    from barkbench.pytest_plugin.session import BenchConfig
+    from barkbench.measure.sources import parse_model_source
+    from barkbench.pytest_plugin.config import BenchConfig
     from barkbench.variants import Variant
 
     base = dict(
-        model="tiny",
+        source=parse_model_source("tiny"),
         variants=(Variant(), Variant(dtype="bf16")),
         rounds=2,
         warmup_rounds=0,
@@ -419,8 +421,8 @@ def _patch(monkeypatch: pytest.MonkeyPatch, durations: list[float], fail: str | 
     import time as time_mod
     from types import SimpleNamespace
 
+    from barkbench.measure import engine
     from barkbench.measure.worker import VariantFailed
-    from barkbench.pytest_plugin import processes
 
     started: list[str] = []
 
@@ -431,63 +433,56 @@ def _patch(monkeypatch: pytest.MonkeyPatch, durations: list[float], fail: str | 
         return _FakeRunner(spec.variant.id, len(started))
 
     clock = _Durations(durations)
-    monkeypatch.setattr(processes, "start_runner", start_runner)
+    monkeypatch.setattr(engine, "start_runner", start_runner)
     monkeypatch.setattr(
-        processes, "time", SimpleNamespace(perf_counter=clock, time=time_mod.time, monotonic=time_mod.monotonic)
+        engine, "time", SimpleNamespace(perf_counter=clock, time=time_mod.time, monotonic=time_mod.monotonic)
     )
     return started
 
 
-def test_adaptive_rounds_go_to_the_last_process_until_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    from barkbench.pytest_plugin.processes import VariantMeasurer
+def _measure(cfg: Any, variants: Any, interleave: bool = False) -> Any:
+    """The engine's measurements of ``variants`` under ``cfg``, each with the glue's progress lines."""
+    from barkbench.measure import engine
     from barkbench.pytest_plugin.session import BarkBench
 
+    plan = cfg.plan(tuple(cfg.spec(v) for v in variants), timed=True, interleave=interleave)
+    return engine.run(plan, lambda v: BarkBench(cfg).progress(v, True))
+
+
+def test_adaptive_rounds_go_to_the_last_process_until_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     # 2 processes x 2 rounds, then noisy extra rounds: the 6-round cap stops it, target not met.
     _patch(monkeypatch, [1.0, 1.5, 0.5, 1.2, 2.0, 0.4])
-    bench = BarkBench(_config(target_precision=0.02, max_rounds=6))
-    measurer = VariantMeasurer(bench)
-    run = measurer.new_run(bench.config.variants[0])
-    measurer.measure_all(run)
-    assert [p.round_seconds for p in run.processes] == [[1.0, 1.5], [0.5, 1.2, 2.0, 0.4]]
+    cfg = _config(target_precision=0.02, max_rounds=6)
+    (run,) = _measure(cfg, cfg.variants[:1]).values()
+    assert [list(p.round_seconds) for p in run.processes] == [[1.0, 1.5], [0.5, 1.2, 2.0, 0.4]]
     assert run.decision is not None and run.decision.reason == "max rounds reached"
     assert run.decision.precision_met is False
 
 
 def test_adaptive_rounds_stop_when_the_target_holds(monkeypatch: pytest.MonkeyPatch) -> None:
-    from barkbench.pytest_plugin.processes import VariantMeasurer
-    from barkbench.pytest_plugin.session import BarkBench
-
     _patch(monkeypatch, [2.0, 2.01, 2.0, 2.02, 2.01])
-    bench = BarkBench(_config(processes=1, rounds=3, target_precision=0.02, max_rounds=10))
-    measurer = VariantMeasurer(bench)
-    run = measurer.new_run(bench.config.variants[0])
-    measurer.measure_all(run)
+    cfg = _config(processes=1, rounds=3, target_precision=0.02, max_rounds=10)
+    (run,) = _measure(cfg, cfg.variants[:1]).values()
     assert run.round_seconds == [2.0, 2.01, 2.0]  # met at the 3 rounds asked for: nothing added
     assert run.decision is not None and run.decision.precision_met is True
 
 
 def test_interleaved_schedule_order_and_a_failing_variant(monkeypatch: pytest.MonkeyPatch) -> None:
-    from barkbench.pytest_plugin.processes import InterleavedRun
-    from barkbench.pytest_plugin.session import BarkBench
     from barkbench.variants import Variant
 
     variants = (Variant(), Variant(dtype="bf16"), Variant(attention="sdpa"))
     # bf16's second process dies at start: its failure is kept, the other two finish both passes.
     started = _patch(monkeypatch, [1.0] * 10, fail="eager-bf16-bs1")
-    bench = BarkBench(_config(variants=variants, interleave=True))
-    schedule_run = InterleavedRun(bench, variants)
-    schedule_run.run()
+    runs = _measure(_config(variants=variants, interleave=True), variants, interleave=True)
     ids = [v.id for v in variants]
     assert started == [ids[0], ids[1], ids[2], ids[0], ids[1], ids[2]]
-    a, b, c = (schedule_run.runs[i] for i in ids)
-    assert a.complete and c.complete and schedule_run.interrupt is None
-    assert b.failure is not None and b.failure[1] == "died" and len(b.processes) == 1
+    a, b, c = (runs[i] for i in ids)
+    assert a.complete and c.complete and not any(r.interruption for r in runs.values())
+    assert b.failure is not None and b.failure.kind == "died" and len(b.processes) == 1
     assert [p.info.pid for p in a.processes] == [1, 4]
 
 
 def test_an_interrupt_stops_the_schedule_and_keeps_the_finished_variants(monkeypatch: pytest.MonkeyPatch) -> None:
-    from barkbench.pytest_plugin.processes import InterleavedRun
-    from barkbench.pytest_plugin.session import BarkBench
     from barkbench.variants import Variant
 
     variants = (Variant(), Variant(dtype="bf16"))
@@ -503,41 +498,31 @@ def test_an_interrupt_stops_the_schedule_and_keeps_the_finished_variants(monkeyp
         return generate(self)
 
     monkeypatch.setattr(_FakeRunner, "generate", interrupting)
-    bench = BarkBench(_config(variants=variants, interleave=True))
-    schedule_run = InterleavedRun(bench, variants)
-    schedule_run.run()
-    a, b = (schedule_run.runs[v.id] for v in variants)
-    assert a.complete and a.round_seconds == [1.0] * 4
-    assert not b.settled and len(b.processes) == 1
-    assert schedule_run.interrupt is not None
-    exc, step = schedule_run.interrupt
+    runs = _measure(_config(variants=variants, interleave=True), variants, interleave=True)
+    a, b = (runs[v.id] for v in variants)
+    assert a.complete and a.round_seconds == [1.0] * 4 and a.interruption is None
+    assert not b.complete and len(b.processes) == 1
+    assert b.interruption is not None
+    exc, step = b.interruption.exception, b.interruption.during
     assert isinstance(exc, KeyboardInterrupt) and step == "eager-bf16-bs1's process 2/2 round 1/2"
-
-
-class _Options:
-    def __init__(self, **values: Any) -> None:
-        self.values = values
-
-    def getoption(self, name: str, default: Any = None) -> Any:
-        return self.values.get(name, default)
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"bark_max_time": 30.0}, "--bark-max-time caps adaptive rounds; add --bark-target-precision"),
+        ({"max_time_s": 30.0}, "--bark-max-time caps adaptive rounds; add --bark-target-precision"),
         (
-            {"bark_target_precision": 0.02, "bark_max_rounds": 3, "bark_processes": 2},
+            {"target_precision": 0.02, "max_rounds": 3, "processes": 2},
             "--bark-max-rounds 3 is below the 4 rounds asked for",
         ),
     ],
 )
 def test_adaptive_caps_are_checked_at_start(options: dict[str, Any], message: str) -> None:
-    from barkbench.pytest_plugin.session import _check_adaptive_options
+    from barkbench.pytest_plugin.config import BenchOptions, _check_adaptive_options
 
     with pytest.raises(pytest.UsageError, match=message):
-        _check_adaptive_options(_Options(**options), rounds=2)  # type: ignore[arg-type]
-    _check_adaptive_options(_Options(bark_target_precision=0.02, bark_max_rounds=4), rounds=2)  # type: ignore[arg-type]
+        _check_adaptive_options(BenchOptions(**options), rounds=2)
+    _check_adaptive_options(BenchOptions(target_precision=0.02, max_rounds=4), rounds=2)
 
 
 def test_option_parsers_refuse_bad_values() -> None:
@@ -585,10 +570,8 @@ class _Benchmark:
 
 
 def test_each_test_records_its_variant_and_the_unfinished_one_reraises(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
-    from barkbench.pytest_plugin import processes
-    from barkbench.pytest_plugin.session import BarkBench
+    from barkbench.pytest_plugin.config import BenchOptions
+    from barkbench.pytest_plugin.session import BarkSession
     from barkbench.variants import Variant
 
     variants = (Variant(), Variant(dtype="bf16"))
@@ -604,21 +587,12 @@ def test_each_test_records_its_variant_and_the_unfinished_one_reraises(monkeypat
 
     monkeypatch.setattr(_FakeRunner, "generate", interrupting)
     cfg = _config(variants=variants, interleave=True)
-    clock = schedule.RunClock()
-    session = SimpleNamespace(
-        pytest_config=SimpleNamespace(_benchmarksession=None),
-        failed=[],
-        completed=[],
-        interrupted=None,
-        clock=clock,
-        progress=lambda variant_id, enabled: Progress(None, variant_id, 0, 2, True, clock, 2),
-    )
-    bench = BarkBench(cfg, session)  # type: ignore[arg-type]
-    schedule_run = processes.InterleavedRun(bench, variants)
-    schedule_run.run()
-    session.interleaved_run = lambda _bench: schedule_run
+    # No pytest config: no terminal, no pytest-benchmark session; the first test runs the whole schedule.
+    session = BarkSession(None, BenchOptions())  # type: ignore[arg-type]
+    session.collected_variants = [v.id for v in variants]
+    bench = session.bench(cfg)
     a_bench = _Benchmark("eager-fp32-bs1")
-    processes.run_variant(bench, a_bench, variants[0], cfg.workload(variants[0]))
+    bench.run(a_bench, variants[0])
     # A's four rounds (both processes) went to pytest-benchmark as recorded, with its per-process figures.
     assert a_bench.stats.stats.data == [1.0, 1.2, 1.1, 1.3]
     info = a_bench.extra_info
@@ -627,7 +601,7 @@ def test_each_test_records_its_variant_and_the_unfinished_one_reraises(monkeypat
     assert info["process_peak_memory_bytes"] == [5001, 5003]
     b_bench = _Benchmark("eager-bf16-bs1")
     with pytest.raises(KeyboardInterrupt):
-        processes.run_variant(bench, b_bench, variants[1], cfg.workload(variants[1]))
+        bench.run(b_bench, variants[1])
     assert b_bench.extra_info["status"] == "interrupted" and b_bench.stats is None
     assert "during eager-bf16-bs1's process 2/2 round 1/2; 2 measured round(s) finished" in b_bench.extra_info["error"]
     assert session.interrupted == ("eager-bf16-bs1", "SIGINT") and len(session.failed) == 1

@@ -21,7 +21,7 @@ EOS_AFTER_CALLS = 5
 
 def _runner(tiny_source, batch_size: int = 1, fixed_length: bool = True, tokens: int = TOKENS) -> VariantRunner:
     spec = RunSpec(
-        source=tiny_source.spec,
+        source=tiny_source,
         variant=Variant(batch_size=batch_size),
         workload=Workload(batch_size=batch_size, semantic_max_new_tokens=tokens),
         device_type="cpu",

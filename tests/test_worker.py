@@ -52,7 +52,7 @@ def test_the_parent_keeps_the_failure_kind(
     monkeypatch.setattr("barkbench.measure.worker.oom_kill_count", lambda: OomKillCount(events, 0))
     variant = Variant()
     spec = RunSpec(
-        source="tiny",
+        source=tiny_source,
         variant=variant,
         workload=Workload(semantic_max_new_tokens=8),
         device_type="cpu",

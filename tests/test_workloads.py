@@ -175,7 +175,7 @@ def test_batches_fill_from_the_prompt_set():
 def test_voice_and_long_form_run_on_the_tiny_model(tiny_source):
     text = "Hello there, this is one sentence. " * 30  # well over Bark's 256-token window
     load = Workload(prompts=(text,), voice=wl.synthetic_voice("v"), mode="long", semantic_max_new_tokens=4)
-    runner = VariantRunner(RunSpec(source=tiny_source.spec, variant=Variant(), device_type="cpu", workload=load))
+    runner = VariantRunner(RunSpec(source=tiny_source, variant=Variant(), device_type="cpu", workload=load))
     try:
         assert len(runner.calls) > 1
         assert all(tuple(c["history_prompt"]["fine_prompt"].shape)[0] == 8 for c in runner.calls)

@@ -104,6 +104,27 @@ class CpuSampler:
         )
 
 
+def combined_usage(usages: Sequence[CpuUsage | None]) -> CpuUsage | None:
+    """The machine's load over several blocks of rounds (a variant's processes): times added, the highest load
+    average kept; None when no block was sampled."""
+    known = [u for u in usages if u is not None]
+    if not known:
+        return None
+
+    def highest(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return max(present) if present else None
+
+    return CpuUsage(
+        wall_seconds=sum(u.wall_seconds for u in known),
+        other_cpu_seconds=sum(u.other_cpu_seconds for u in known),
+        own_cpu_seconds=sum(u.own_cpu_seconds for u in known),
+        cpu_count=known[0].cpu_count,
+        load_average_start=highest([u.load_average_start for u in known]),
+        load_average_end=highest([u.load_average_end for u in known]),
+    )
+
+
 @dataclass(frozen=True)
 class MachineFacts:
     """CPU facts that change how fast the same code runs; None where this machine does not expose them."""

@@ -6,8 +6,8 @@ drift of the machine falls on both alike:
 - bare: a plain ``python`` process that loads the model, builds the inputs, and times ``model.generate`` in a loop
   with ``perf_counter`` (the seed set untimed before each call, ``torch.inference_mode``), nothing else;
 - harness: a barkbench worker process (``WorkerProcess``: the variant's loader, the memory call, the trackers,
-  the pipe), each round timed in this process around the round trip exactly as the benchmark sessions time one
-  (``processes.VariantMeasurer._timed_call``'s recipe: seed untimed, garbage collector off, ``perf_counter``).
+  the pipe) measured by the engine that measures every benchmark session's variant (``engine.run``: each round
+  timed in this process around the round trip, seed untimed, garbage collector off, ``perf_counter``).
 
 Both run the baseline variant (eager, fp32, batch 1) on the same workload. The overhead is mean(harness) /
 mean(bare) − 1; its 95 % interval is a percentile bootstrap over the per-process means of each side
@@ -17,13 +17,11 @@ cannot separate from the harness. Importing this module does not import torch.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,13 +135,15 @@ def bare_loop_times(
 def _harness_process(
     model: str, tokens: int, warmup: int, rounds: int, threads: int | None, fixed: bool
 ) -> list[float]:
+    """One barkbench worker process measured by the engine, as a benchmark session measures a variant: its timed
+    rounds' seconds."""
+    from barkbench.measure import engine, sources
     from barkbench.measure.runner import RunSpec
-    from barkbench.measure.worker import start_runner
     from barkbench.measure.workload import Workload
     from barkbench.variants import Variant
 
     spec = RunSpec(
-        source=model,
+        source=sources.parse_model_source(model),
         variant=Variant(),
         workload=Workload(semantic_max_new_tokens=tokens),
         device_type="cpu",
@@ -151,23 +151,13 @@ def _harness_process(
         fixed_length=fixed,
         threads=threads,
     )
-    runner = start_runner(spec, isolated=True)
-    times: list[float] = []
-    try:
-        for _ in range(warmup + rounds):
-            runner.prepare()
-            gc_was_enabled = gc.isenabled()
-            gc.disable()
-            try:
-                start = time.perf_counter()
-                runner.generate()
-                times.append(time.perf_counter() - start)
-            finally:
-                if gc_was_enabled:
-                    gc.enable()
-    finally:
-        runner.close()
-    return times[warmup:]
+    (measured,) = engine.run(engine.Plan(specs=(spec,), warmup_rounds=warmup, rounds=rounds)).values()
+    if measured.interruption is not None:
+        raise measured.interruption.exception
+    if not measured.complete:
+        why = measured.failure.message if measured.failure else measured.unsupported
+        raise RuntimeError(f"the harness process failed: {why}")
+    return measured.round_seconds
 
 
 def measure(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from barkbench.measure.optimize import cache as cache_axis
+from barkbench.measure.sources import ModelSource
 from barkbench.measure.stages import StageTracker, fixed_length_kwargs
 from barkbench.measure.workload import Workload
 from barkbench.variants import Variant
@@ -24,13 +25,15 @@ from barkbench.variants import Variant
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything a worker needs; plain values only (it crosses a process boundary)."""
+    """Everything a worker needs; plain values only (it is pickled over the spawn pipe to the worker)."""
 
-    source: str
+    #: Where the model comes from, as parsed once from --bark-model: the worker never parses it again.
+    source: ModelSource
     variant: Variant
     workload: Workload
     device_type: str
     bt_via: str = "transform"
+    #: Set in the worker's environment before it loads (e.g. ``BARKBENCH_REMEASURE_LIMITS``, read by the probe).
     env: dict[str, str] = field(default_factory=dict)
     #: Force every call to the pinned semantic length (EOS masked until then): low-variance A/B comparisons.
     fixed_length: bool = False
@@ -140,7 +143,7 @@ class VariantRunner:
 
             with contextlib.suppress(AttentionUnavailable):
                 optimum_bettertransformer()
-        source = sources.parse_model_source(spec.source)
+        source = spec.source
         # A random model is built and saved on first use: in another process, so the first variant of a run
         # with an empty cache neither counts the build nor keeps what it leaves behind.
         sources.prebuild(source)

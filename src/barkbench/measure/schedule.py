@@ -26,6 +26,8 @@ from scipy import stats as scipy_stats
 
 #: Default cap on a variant's measured rounds when a target precision is given without --bark-max-rounds.
 DEFAULT_MAX_ROUNDS = 50
+#: Default cap (--bark-max-time) on the seconds of a variant's timed rounds, after which no round is added.
+DEFAULT_MAX_SECONDS = 600.0
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,50 @@
-"""A variant's figures from its measured rounds: the ``Figures`` the plugin records in ``extra_info``."""
+"""A variant's figures from its measured rounds, as plain values: what the record's figure fields are filled from.
+
+Each ``RoundSummary`` field is named as the record's field (the ``extra_info`` key) it fills; nothing here knows
+how a record is written.
+"""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from barkbench.measure.runner import RoundResult
 from barkbench.measure.stages import summarize_stages
-from barkbench.results.schema import Figures
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """The figures of a variant's measured rounds."""
+
+    #: Per-stage figures ({"semantic": {"seconds", "peak_memory_bytes", "tokens"}, ...}); None without stages.
+    stages: Mapping[str, Mapping[str, float | int]] | None
+    semantic_tokens_per_s: float | None
+    coarse_tokens_per_s: float | None
+    unattributed_seconds: float | None
+    #: Wall seconds per second of audio: below 1 is faster than real time.
+    real_time_factor: float | None
+    latency_cv: float | None
+    peak_memory_bytes: int
+    peak_memory_bytes_mean: int
+    memory_method: str
+    throughput_samples_per_s: float
+    audio_seconds: float
+    audio_seconds_per_wall_second: float
+    #: The worker's own mean of the rounds' seconds (the call alone, without the round trip).
+    worker_latency_mean_s: float
+    #: The last round's per-sample output lengths.
+    output_lengths: tuple[int, ...]
+    #: Long-form: each piece's mean seconds over the rounds, in order (None: one call per round).
+    segment_seconds: tuple[float, ...] | None
 
 
 def summarize(
     results: Sequence[RoundResult], batch_size: int, mean_seconds: float | None, stddev_seconds: float | None = None
-) -> Figures:
-    """``mean_seconds`` is pytest-benchmark's mean when it timed the rounds (None when disabled); throughput and
+) -> RoundSummary:
+    """``mean_seconds`` is pytest-benchmark's mean when it recorded the rounds (None when disabled); throughput and
     the audio rate divide by it so they agree with the table pytest-benchmark prints. ``latency_cv`` is
     pytest-benchmark's stddev / mean when given, else the workers' own.
     """
@@ -23,12 +54,11 @@ def summarize(
     if stddev_seconds is None and len(results) > 1:
         stddev_seconds = statistics.stdev(r.seconds for r in results)
     stages = summarize_stages([r.stages for r in results], [r.seconds for r in results])
-    return Figures(
+    return RoundSummary(
         stages=stages.get("stages"),
         semantic_tokens_per_s=stages.get("semantic_tokens_per_s"),
         coarse_tokens_per_s=stages.get("coarse_tokens_per_s"),
         unattributed_seconds=stages.get("unattributed_seconds"),
-        # Wall seconds per second of audio: below 1 is faster than real time.
         real_time_factor=seconds / audio if audio > 0 else None,
         latency_cv=stddev_seconds / seconds if stddev_seconds is not None and seconds > 0 else None,
         peak_memory_bytes=max(r.peak_memory_bytes for r in results),
@@ -39,4 +69,26 @@ def summarize(
         audio_seconds_per_wall_second=audio / seconds,
         worker_latency_mean_s=worker_mean,
         output_lengths=tuple(results[-1].output_lengths),
+        segment_seconds=_segment_means(results),
     )
+
+
+def _segment_means(results: Sequence[RoundResult]) -> tuple[float, ...] | None:
+    """Long-form: each piece's mean seconds over the rounds, in order; the latency is their total."""
+    if not results or not results[-1].segment_seconds:
+        return None
+    pieces = zip(*(r.segment_seconds for r in results), strict=True)
+    return tuple(statistics.fmean(p) for p in pieces)
+
+
+def process_spread(process_means: Sequence[float], process_rounds: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Within- and between-process spread, as fractions of the mean: the mean of the processes' own standard
+    deviations, and the standard deviation of the processes' means (None where fewer than 2 values)."""
+    overall = statistics.fmean(process_means) if process_means else None
+    within = [statistics.stdev(r) for r in process_rounds if len(r) >= 2]
+    return {
+        "within_process_cv": statistics.fmean(within) / overall if within and overall else None,
+        "between_process_cv": (
+            statistics.stdev(process_means) / overall if len(process_means) >= 2 and overall else None
+        ),
+    }

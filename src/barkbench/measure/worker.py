@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -371,5 +372,24 @@ def _new_log_path(variant_id: str) -> str:
 
 
 def start_runner(spec: RunSpec, isolated: bool = True, round_timeout_s: float | None = None) -> Runner:
-    """A fresh worker process per variant (default), or the runner in this process."""
-    return WorkerProcess(spec, round_timeout_s=round_timeout_s) if isolated else VariantRunner(spec)
+    """A fresh worker process per variant (default), or the runner in this process. In this process the spec's
+    environment holds while the model loads (the limits probe runs then) and is restored after, as a worker's
+    would end with it."""
+    if isolated:
+        return WorkerProcess(spec, round_timeout_s=round_timeout_s)
+    with _environment(spec.env):
+        return VariantRunner(spec)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

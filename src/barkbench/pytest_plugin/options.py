@@ -2,19 +2,18 @@
 
 Each ``type=`` parser returns the typed value the session uses (``list[Variant]``, a ``ModelSource``, loaded
 ``Budgets``, an int), so a bad value fails once, at parse time, before any model loads, and nothing is parsed a
-second time. Importing this module imports neither torch nor transformers.
+second time (``config.BenchOptions.read`` takes the values once). Parsing has no side effects beyond reading the
+files an option names. Importing this module imports neither torch nor transformers.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 
 import pytest
 
 from barkbench.measure import sources
 from barkbench.measure import workload as workload_mod
-from barkbench.measure.limits import REMEASURE_ENV
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
 from barkbench.parsers import positive_int, positive_seconds
 from barkbench.results import budgets as budgets_mod
@@ -25,15 +24,6 @@ from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_va
 ISOLATION_MODES = ("process", "off")
 DEVICES = ("auto", "cpu", "cuda", "xpu", "mps")
 BT_VIA = ("transform", "to_bettertransformer")
-
-
-class _RemeasureLimits(argparse.Action):
-    """``--bark-remeasure-limits``: set in the environment, so the variant workers this session starts (which
-    run the probe) inherit it."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *args: object) -> None:
-        os.environ[REMEASURE_ENV] = "1"
-        setattr(namespace, self.dest, True)
 
 
 parse_round_timeout = positive_seconds("--bark-round-timeout")
@@ -128,14 +118,14 @@ def parse_voice_option(value: str) -> str:
     return value
 
 
-def check_device_option(config: pytest.Config) -> None:
+def check_device(device: str) -> None:
     """``--bark-device cuda`` where torch cannot use a CUDA GPU fails the session at start-up, in one line, before
     any model loads (never a quiet CPU run). Asks a child process: this one creates no CUDA context."""
-    if config.getoption("bark_device", None) != "cuda":
+    if device != "cuda":
         return
-    from barkbench.measure import device
+    from barkbench.measure import device as device_mod
 
-    reason = device.cuda_unavailable_reason()
+    reason = device_mod.cuda_unavailable_reason()
     if reason:
         raise pytest.UsageError(reason)
 
@@ -307,11 +297,10 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--bark-remeasure-limits",
-        action=_RemeasureLimits,
-        nargs=0,
+        action="store_true",
         default=False,
         help="measure the machine's limits again (copy bandwidth, decode GEMV, fine GEMM) instead of using the "
-        "cached figures in the cache folder's machine-limits.json",
+        "cached figures in the cache folder's machine-limits.json (the workers get it in their environment)",
     )
     group.addoption(
         "--bark-budgets",

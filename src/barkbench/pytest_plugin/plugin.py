@@ -1,8 +1,9 @@
 """barkbench's pytest plugin, registered with the ``pytest11`` entry point: installing barkbench gives any project
 the ``--bark-*`` options and the ``bark_bench`` / ``bark_variant`` fixtures, with no conftest.
 
-The hooks here only delegate: options are declared and parsed in ``options``, the session's state and its
-end-of-session work live in ``session.BarkSession``, pytest-benchmark patches in ``benchmark_patches``.
+The hooks here only delegate: options are declared and parsed in ``options`` and read once into ``config``, the
+session's state and its end-of-session work live in ``session.BarkSession``, pytest-benchmark patches in
+``benchmark_patches``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from barkbench.pytest_plugin import options
+from barkbench.pytest_plugin.config import BenchOptions
 from barkbench.pytest_plugin.session import BarkBench, BarkSession
 from barkbench.sweep import shards as shards_mod
 from barkbench.variants import Variant
@@ -25,8 +27,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    options.check_device_option(config)
-    config.pluginmanager.register(BarkSession(config), SESSION_PLUGIN)
+    bench_options = BenchOptions.read(config)
+    options.check_device(bench_options.device)
+    config.pluginmanager.register(BarkSession(config, bench_options), SESSION_PLUGIN)
 
 
 def bark_session(config: pytest.Config) -> BarkSession:

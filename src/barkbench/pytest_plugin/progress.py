@@ -1,4 +1,4 @@
-"""The terminal's progress lines of a benchmark session: one per loaded variant and per round."""
+"""The terminal's progress lines: the pytest glue's implementation of the engine's ``Progress``."""
 
 from __future__ import annotations
 
@@ -45,16 +45,22 @@ class Progress:
         self._process_calls = 0
         self._live = bool(self._reporter is not None and getattr(self._reporter, "isatty", False))
         self._line_open = False
+        #: Processes started so far, and the step while one loads (None once its first call is announced).
+        self._loads = 0
+        self._loading_step: str | None = None
 
     def warn(self, message: str) -> None:
         """A line about the variant outside the round steps (e.g. its figures failed the noise checks)."""
         self._write(f"[barkbench] {self._variant_id}: {message}", yellow=True)
 
     def current_step(self) -> str | None:
-        """The step under way (the last announced), e.g. ``round 2/3``."""
+        """The step under way (the last announced, or the load), e.g. ``round 2/3``."""
+        if self._loading_step is not None:
+            return self._loading_step
         return self._steps[self._done - 1] if 0 < self._done <= len(self._steps) else None
 
     def next_round(self) -> None:
+        self._loading_step = None
         now = self._clock.now() if self._clock else None
         if self._clock is not None and now is not None:
             self._clock.start()
@@ -96,10 +102,19 @@ class Progress:
         self._calls = []
         self._process_calls = 0
 
-    def start_process(self, started: float) -> None:
-        """The worker process about to be timed started loading at ``started`` (the clock's time): its load
-        counts in the process's wall time."""
-        self._process_started = started
+    def loading(self) -> None:
+        """A worker process starts loading: its load counts in the process's wall time, and an interrupt now
+        stops it while ``loading the model``."""
+        self._loads += 1
+        prefix = f"process {self._loads}/{self._processes} " if self._processes > 1 else ""
+        self._loading_step = f"{prefix}loading the model"
+        if self._clock is not None:
+            self._process_started = self._clock.now()
+
+    def dropped(self, processes: int) -> None:
+        """Processes of this variant that will not run: the run's estimate leaves them out."""
+        if self._clock is not None:
+            self._clock.drop(processes)
 
     def close(self) -> None:
         """End the live line (the next output starts on a line of its own)."""
