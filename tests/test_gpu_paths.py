@@ -190,10 +190,26 @@ def test_a_full_cpu_run_makes_no_cuda_call_in_the_pytest_process(bench_pytester)
 DATA = Path(__file__).parent / "data"
 
 
-def test_acceptance_passes_the_gpu_shaped_run_and_groups_cuda_0_offload_with_its_baseline(capsys):
+def placement_checked(path: Path, folder: Path) -> Path:
+    """A copy of a run whose offload rows say the placement check ran and passed, as the worker records it now."""
+    data = json.loads(path.read_text())
+    for bench in data["benchmarks"]:
+        if bench["extra_info"].get("offload") == "cpu":
+            bench["extra_info"]["offload_placement"] = "checked"
+    copy = folder / path.name
+    copy.write_text(json.dumps(data))
+    return copy
+
+
+def test_acceptance_passes_the_gpu_shaped_run_and_groups_cuda_0_offload_with_its_baseline(tmp_path, capsys):
     from barkbench.cli import main
 
-    assert main(["acceptance", str(DATA / "run-gpu.json")]) == 0
+    # Changed deliberately (issue 24): the file as recorded, before the placement check existed, fails on that.
+    assert main(["acceptance", str(DATA / "run-gpu.json")]) == 1
+    assert "| **FAIL** | `run-gpu.json` | `bettertransformer-fp16-offload-bs1` offload placement checked |" in (
+        capsys.readouterr().out
+    )
+    assert main(["acceptance", str(placement_checked(DATA / "run-gpu.json", tmp_path))]) == 0
     out = capsys.readouterr().out
     assert "| ok | `run-gpu.json` | memory from the CUDA allocator | cuda_max_memory_allocated |" in out
     assert "report groups offload with its baseline (suno/bark-small, bs1)" in out
@@ -263,14 +279,25 @@ def test_gpu_acceptance_installed_mode_installs_barkbench_alone():
 # -- what the first GPU run found (NVIDIA H200, torch 2.11+cu130, transformers 5.17, pytest-benchmark 5.2.3) --------
 
 
-def test_acceptance_passes_the_h200_run_and_compares_an_offload_row_without_its_exact_twin(capsys):
+def test_acceptance_fails_the_h200_run_and_names_why_but_compares_an_offload_row_without_its_exact_twin(capsys):
     from barkbench.cli import main
 
-    # The blog-sdpa preset has sdpa+fp16+offload but no sdpa+fp16: its twin is the eager fp16 row of the same run.
-    assert main(["acceptance", str(DATA / "h200-tiny.json"), str(DATA / "h200-random-bark-small.json")]) == 0
+    # Changed deliberately (issue 24): this run scored 12 of 12 before. It has two interrupted rows, offload rows
+    # from before the placement check, and a bark-small offload peak below the semantic sub-model alone.
+    assert main(["acceptance", str(DATA / "h200-tiny.json"), str(DATA / "h200-random-bark-small.json")]) == 1
     out = capsys.readouterr().out
+    assert "| **FAIL** | `h200-tiny.json` | `sdpa-fp16-bs8` measured | interrupted: interrupted by SIGTERM" in out
+    assert "| **FAIL** | `h200-random-bark-small.json` | `sdpa-fp16-offload-bs1` measured | interrupted:" in out
+    assert "| **FAIL** | `h200-tiny.json` | `sdpa-fp32-offload-bs1` offload placement checked | not recorded" in out
+    assert (
+        "| **FAIL** | `h200-random-bark-small.json` | `sdpa-fp32-offload-bs1` peak within offload's bounds | 536.2 MB "
+        "in 747.4-1,346.9 MB (semantic 0.468 of `sdpa-fp32-bs1`'s 1,681.0 MB model memory); below the largest "
+        "sub-model alone: part of it never reached the device |"
+    ) in out
+    # The blog-sdpa preset has sdpa+fp16+offload but no sdpa+fp16: its twin is the eager fp16 row of the same run.
     assert "| ok | `h200-tiny.json` | `sdpa-fp16-offload-bs1` peak below `eager-fp16-bs1` | 106.4 vs 133.8 MB |" in out
     assert "| ok | `h200-tiny.json` | `sdpa-fp32-offload-bs1` peak below `sdpa-fp32-bs1` |" in out
+    assert "| ok | `h200-tiny.json` | `eager-fp16-bs1` model memory half of fp32 | 0.509 x `eager-fp32-bs1`" in out
     assert "NVIDIA H200" in out
 
 
