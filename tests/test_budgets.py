@@ -326,3 +326,62 @@ def test_a_bad_budgets_option_fails_before_any_model_loads(bench_pytester):
     result = bench_pytester.runpytest_subprocess("bench", *FAST, "--bark-budgets", "nope.toml", timeout=120)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*budgets file nope.toml does not exist; pass an existing TOML file or 'default'*"])
+
+
+# -- CUDA budgets from the H200 run (issue 24 item 7) ------------------------------------------------------------
+
+DATA = Path(__file__).parent / "data"
+
+
+def h200_verdicts(name: str) -> list[budgets.Verdict]:
+    extra_infos = [b["extra_info"] for b in json.loads((DATA / name).read_text())["benchmarks"]]
+    return budgets.check_extra_infos(extra_infos, budgets.load_budgets())
+
+
+@pytest.mark.parametrize("name", ["h200-tiny.json", "h200-random-bark-small.json"])
+def test_the_h200_figures_hold_the_cuda_budgets_they_set(name):
+    verdicts = h200_verdicts(name)
+    assert not [v.message for v in verdicts if v.status == "exceeded"]
+    checked = {(v.measurement.variant.id, v.limit.metric, v.limit.kind) for v in verdicts if v.ok}
+    if name == "h200-tiny.json":
+        # The budgets written from these figures apply to them: tiny's fp16 peak ratio and model memory caps.
+        assert {("eager-fp16-bs1", "peak_memory", "ratio"), ("eager-fp16-bs1", "model_memory", "mb")} <= checked
+        assert {("eager-fp32-bs1", "model_memory", "mb"), ("sdpa-fp32-offload-bs1", "model_memory", "mb")} <= checked
+
+
+def test_a_tiny_cuda_half_precision_path_that_stays_fp32_exceeds_its_model_memory_cap():
+    fp32 = measurement(Variant(), device="cuda", model_memory=145.5, peak_memory=214.5)
+    stuck = measurement(Variant(dtype="bf16"), device="cuda", model_memory=145.5, peak_memory=214.5)
+    exceeded = {
+        (v.limit.metric, v.limit.kind)
+        for v in budgets.check([fp32, stuck], budgets.load_budgets())
+        if v.measurement is stuck and v.status == "exceeded"
+    }
+    assert {("model_memory", "mb"), ("model_memory", "ratio"), ("peak_memory", "ratio")} <= exceeded
+
+
+def test_an_offload_that_loads_onto_the_device_exceeds_the_offload_model_memory_cap():
+    loaded = measurement(Variant(offload="cpu"), source="random:bark-small", device="cuda", model_memory=1681.0)
+    [verdict] = [v for v in budgets.check([loaded], budgets.load_budgets()) if v.limit.metric == "model_memory"]
+    assert verdict.status == "exceeded" and "allowed 5.0 MB" in verdict.message
+
+
+def offload_verdict(peak_mb: float) -> budgets.Verdict:
+    baseline = measurement(Variant(), source="random:bark-small", device="cuda", peak_memory=1897.0)
+    offloaded = measurement(Variant(offload="cpu"), source="random:bark-small", device="cuda", peak_memory=peak_mb)
+    verdicts = budgets.check([baseline, offloaded], budgets.load_budgets())
+    [verdict] = [v for v in verdicts if v.measurement is offloaded and v.limit.metric == "peak_memory"]
+    return verdict
+
+
+def test_the_offload_budget_has_bounds_on_both_sides_the_lower_one_in_acceptance():
+    """bark-small fp32 on the H200: baseline 1,897.0 MB, model memory 1,681.0 MB. A real offload holds the semantic
+    sub-model (784.5 MB) and little else; the half-offloaded row measured 536.2 MB, below every upper limit."""
+    from barkbench.results import acceptance
+
+    floor_mb = acceptance.OFFLOAD_FLOOR * acceptance.LARGEST_SUB_MODEL["bark-small"][1] * 1681.0
+    for peak, upper_ok, lower_ok in [(850.0, True, True), (536.2, True, False), (1500.0, False, True)]:
+        assert offload_verdict(peak).ok is upper_ok, peak  # the budget: keeping the sub-models on the device fails
+        assert (peak >= floor_mb) is lower_ok, peak  # acceptance's side: the half-offloaded peak fails
+    # The upper limit is what the H200's figures give for keeping half of the offloadable weights on the device.
+    assert offload_verdict(0.764 * 1897.0).status == "exceeded"
