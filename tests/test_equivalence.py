@@ -28,8 +28,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 from transformers import set_seed
 
 from barkbench.measure import device as device_mod
@@ -38,6 +36,10 @@ from barkbench.measure.optimize import VariantUnsupported, prepare_model, unsupp
 from barkbench.measure.optimize.precision import torch_dtype
 from barkbench.measure.workload import MAX_TEXT_TOKENS, PROMPTS, Workload, prepare_inputs
 from barkbench.variants import Variant
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis (pip install hypothesis)")
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 #: Short runs: equivalence does not depend on length, and every example is several generate calls.
 SEMANTIC_TOKENS = 8

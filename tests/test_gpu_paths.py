@@ -22,6 +22,8 @@ from barkbench.variants import Variant
 
 FA2 = Variant(attention="flash_attention_2", dtype="fp16")
 TF5 = Version(transformers.__version__).major >= 5
+#: Tests of the no-GPU paths. device.probe() asks a child process, so this pytest process never starts CUDA.
+no_cuda = pytest.mark.skipif(device.probe().kind == "cuda", reason="checks the no-GPU path; this machine has CUDA")
 
 
 @pytest.fixture()
@@ -109,6 +111,7 @@ def test_device_kind_and_index(given, expected):
     assert device.device_kind_and_index(given) == expected
 
 
+@no_cuda  # on a GPU box this would run the whole CUDA matrix instead of failing at start-up (issue 24)
 def test_bark_device_cuda_without_cuda_fails_at_start_up_in_one_line(bench_pytester):
     result = bench_pytester.runpytest_subprocess("bench", "--bark-device", "cuda", timeout=120)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -248,7 +251,6 @@ def test_acceptance_fails_a_cpu_run_and_an_offload_that_saves_nothing(tmp_path, 
 # -- ./dev.sh gpu-acceptance ---------------------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[1]
-no_cuda = pytest.mark.skipif(device.probe().kind == "cuda", reason="checks the no-GPU path; this machine has CUDA")
 
 
 @no_cuda
@@ -403,3 +405,73 @@ def test_gpu_acceptance_runs_the_benchmark_before_the_tests_and_takes_its_knobs(
     assert (out / "doctor.txt").exists() and (out / "tiny.json").exists()  # the output went where it was told
     # The CUDA check (a script on stdin) before barkbench alone is installed, then the check again in the run.
     assert lines[:3] == ["-", "-m pip install -q --no-deps --no-build-isolation -e .", "-"]
+
+
+# -- the test suite on a GPU box (issue 24 item 6) -------------------------------------------------------------------
+
+
+def test_the_cuda_start_up_test_is_skipped_where_a_cuda_gpu_is_present():
+    # Decided through device.probe() (a child process): collecting this file never starts CUDA in pytest.
+    [mark] = [
+        m for m in test_bark_device_cuda_without_cuda_fails_at_start_up_in_one_line.pytestmark if m.name == "skipif"
+    ]
+    assert mark.kwargs["reason"] == "checks the no-GPU path; this machine has CUDA"
+    assert mark.args == (device.probe().kind == "cuda",)
+
+
+SLOW_TESTS_PYTHON = """#!/usr/bin/env bash
+# A stand-in CUDA python whose test step runs until it is interrupted, and records the signal.
+echo "$*" >> "$CALLS"
+case "$*" in
+  "-m pytest bench/"*) for a in "$@"; do [[ $a == --benchmark-json=* ]] && echo '{}' > "${a#--benchmark-json=}"; done ;;
+  "-m pytest tests/"*)
+    sleep 60 >/dev/null 2>&1 &
+    trap 'kill $!; echo "SIGINT" >> "$CALLS"; exit 130' INT
+    wait $!; exit 0 ;;
+esac
+[[ $1 == - ]] && cat > /dev/null
+exit 0
+"""
+
+
+def test_gpu_acceptance_defaults_keeps_junit_and_can_interrupt_the_tests_at_a_deadline(tmp_path):
+    import os
+    import subprocess
+    import time
+
+    python = tmp_path / "python"
+    python.write_text(SLOW_TESTS_PYTHON)
+    python.chmod(0o755)
+    calls, out = tmp_path / "calls.txt", tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_ACCEPTANCE")}
+    env.update(GPU_PYTHON=str(python), CALLS=str(calls), GPU_ACCEPTANCE_OUT=str(out), GPU_ACCEPTANCE_TEST_TIMEOUT="2")
+    start = time.monotonic()
+    result = subprocess.run(
+        ["./dev.sh", "gpu-acceptance-installed"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert time.monotonic() - start < 50 and result.returncode == 1  # cut at the deadline, and the run fails
+    lines = calls.read_text().splitlines()
+    bench = [line for line in lines if line.startswith("-m pytest bench/")]
+    # The default variants: the blog's with SDPA, modern (bf16 among them), bs8 and the CUDA-graph variant.
+    assert bench and all("--bark-variants blog-sdpa;modern;bs8;static-cache+compile" in line for line in bench)
+    [tests] = [line for line in lines if line.startswith("-m pytest tests/")]
+    # Every test's name and outcome in junit XML; nothing --ignore'd (files that need a missing package skip).
+    assert f"--junitxml={out}/tests.xml" in tests and "--ignore" not in tests
+    assert lines[-1] == "SIGINT"  # pytest gets SIGINT, ends the session and writes the XML of what ran
+
+
+def test_the_gpu_workflow_runs_the_acceptance_and_the_tests_and_keeps_the_junit_xml():
+    import yaml
+
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "gpu.yml").read_text())
+    job = workflow["jobs"]["acceptance"]
+    steps = {step.get("name", ""): step for step in job["steps"]}
+    [run] = [s for s in steps.values() if "gpu-acceptance-installed" in s.get("run", "")]
+    # dev.sh's gpu_acceptance: doctor, the benchmark, `barkbench acceptance`, then tests/ with --junitxml.
+    assert run["run"].strip() == "./dev.sh gpu-acceptance-installed" and run["env"]["GPU_PYTHON"] == ".venv/bin/python"
+    assert run["env"]["GPU_ACCEPTANCE_TEST_TIMEOUT"] and run["env"]["GPU_ACCEPTANCE_OUT"] == "gpu-acceptance"
+    [upload] = [s for s in steps.values() if s.get("uses") == "actions/upload-artifact@v4"]
+    assert upload["if"].startswith("${{ always()") and upload["with"]["path"] == "gpu-acceptance/"
+    script = (REPO / "dev.sh").read_text().split("gpu_acceptance() {", 1)[1].split("\n}\n", 1)[0]
+    assert '-m barkbench acceptance "$out/tiny.json" "$out/random-bark-small.json"' in script
+    assert '--junitxml="$out/tests.xml"' in script

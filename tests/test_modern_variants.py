@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
 from barkbench.measure import optimize, sources
 from barkbench.measure.optimize import compile as compile_axis
@@ -24,6 +22,10 @@ from barkbench.variants import (
     VariantError,
     parse_variants,
 )
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis (pip install hypothesis)")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 TOKENS = 8
 

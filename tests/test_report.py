@@ -21,14 +21,16 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from barkbench.cli import main
 from barkbench.results import markdown as md
 from barkbench.results.load import ResultsError, load_run
 from barkbench.results.plots import pareto_front
 from barkbench.results.report import build_report, group_results, relabel_machines, write_report
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis (pip install hypothesis)")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 Capsys = pytest.CaptureFixture[str]
 DATA = Path(__file__).parent / "data"

@@ -22,13 +22,15 @@ from typing import Any
 import pytest
 import torch
 import transformers
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 from packaging.version import Version
 from transformers import BarkModel, GenerationMixin
 from transformers.models.bark import modeling_bark
 
 from barkbench import sdpa
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis (pip install hypothesis)")
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 sdpa.register()
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from barkbench.results.merge import merge
 from barkbench.sweep.shards import (
@@ -20,6 +18,10 @@ from barkbench.sweep.shards import (
     sweep_record,
 )
 from barkbench.variants import ATTENTIONS, DTYPES, GROUPS, OFFLOADS, Variant, dedupe, parse_variants
+
+pytest.importorskip("hypothesis", reason="property tests need hypothesis (pip install hypothesis)")
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 variants = st.builds(
     Variant,
