@@ -8,9 +8,11 @@ Rules kept here:
   externally timed rounds; the timer is the one private attribute this touches (``BenchmarkFixture._timer``, read
   by ``_make_runner`` on every round in pytest-benchmark 4.x and 5.x). Under ``--benchmark-disable`` the fixture
   runs nothing (its ``pedantic`` calls the target once, which does nothing).
-- One writer for ``extra_info``: ``write_record`` assembles the whole record (``record_fields``, the keys in the
-  order results files have always had them) and writes it once. A variant that did not finish gets its identity,
-  what its worker reported at load, and why it stopped (``status`` failed or interrupted) — never timings.
+- One writer for ``extra_info``: ``write_record`` assembles the whole record from the measurement
+  (``record_fields``), builds a ``barkbench.record.Record`` of it (every key typed and checked there, written in
+  the order results files have always had them, with the format version) and writes ``to_extra_info()`` once. A
+  variant that did not finish gets its identity, what its worker reported at load, and why it stopped (``status``
+  failed or interrupted) — never timings.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from barkbench.measure.summary import RoundSummary, process_spread, summarize
 from barkbench.measure.workload import Workload
 from barkbench.pytest_plugin.config import BenchConfig
 from barkbench.pytest_plugin.signals import signal_name
+from barkbench.record import Record
 from barkbench.results import efficiency
 
 #: The name pytest-benchmark stores as the timer of recorded rounds (``options.timer`` in its JSON).
@@ -101,14 +104,15 @@ class RoundStats:
 def write_record(
     benchmark: Any, measurement: VariantMeasurement, context: RecordContext, warn: Callable[[str], None]
 ) -> None:
-    """Replay a finished variant's rounds, then write its whole record into ``extra_info``, once. ``warn`` gets
-    the lines about the figures (the precision reached, an unstable row)."""
+    """Replay a finished variant's rounds, then write its whole record (a ``Record``) into ``extra_info``, once.
+    ``warn`` gets the lines about the figures (the precision reached, an unstable row)."""
     if measurement.complete:
         record_rounds(benchmark, measurement.round_seconds)
     stats = _round_stats(benchmark) if measurement.complete and context.timed else None
     for line in _figure_warnings(measurement, context, stats):
         warn(line)
-    benchmark.extra_info.update(record_fields(measurement, context, stats))
+    record = Record(**record_fields(measurement, context, stats))
+    benchmark.extra_info.update(record.to_extra_info())
 
 
 def _round_stats(benchmark: Any) -> RoundStats | None:
@@ -120,8 +124,8 @@ def _round_stats(benchmark: Any) -> RoundStats | None:
 
 
 def record_fields(measurement: VariantMeasurement, context: RecordContext, stats: RoundStats | None) -> dict[str, Any]:
-    """The variant's ``extra_info``, in the order results files have always had its keys: what was asked for,
-    what the worker reported at load, the per-process figures, then the round figures or why it stopped."""
+    """The record's fields (named as its ``extra_info`` keys) from the measurement: what was asked for, what the
+    worker reported at load, the per-process figures, then the round figures or why it stopped."""
     out = _asked_for(measurement, context)
     if measurement.loaded:
         out.update(_loaded(measurement.loaded))
@@ -167,6 +171,8 @@ def _loaded(infos: Sequence[RunnerInfo]) -> dict[str, Any]:
         "weights_bytes": first.weights_bytes,
         "warnings": list(first.warnings),
         "worker_pid": first.pid,
+        # Offload variants: the worker checked at load that each sub-model runs wholly on the execution device.
+        "offload_placement": "checked" if first.offload_placement_checked else None,
     }
 
 
