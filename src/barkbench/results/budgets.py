@@ -24,7 +24,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from barkbench.results.schema import BYTES_PER_MB, MODEL_MEMORY, PEAK_MEMORY, WEIGHTS, Figures, baseline_of
+from barkbench.record import Record
+from barkbench.results.schema import BYTES_PER_MB, MODEL_MEMORY, PEAK_MEMORY, WEIGHTS, baseline_of
 from barkbench.variants import Variant, VariantError
 
 #: Budget metric name → the extra_info key holding its figure in bytes (the schema's descriptors).
@@ -163,7 +164,7 @@ class Measurement:
             return None
         # "device" is the torch device the worker used ("cuda:0"); budgets are keyed by its kind.
         device = str(extra.get("device") or "unknown").split(":")[0]
-        read = Figures.from_extra_info(extra)
+        read = Record.from_extra_info(extra)
         figures = {metric: int(value) for metric, key in METRICS.items() if (value := getattr(read, key)) is not None}
         return cls(str(extra.get("model_source") or "unknown"), device, variant, figures)
 

@@ -80,7 +80,7 @@ def metric_value(result: BenchmarkResult, metric: schema.Metric) -> float | None
     """``metric`` of ``result``: pytest-benchmark's mean for latency, else the recorded figure."""
     if metric is schema.LATENCY:
         return result.latency_mean
-    value: float | None = getattr(result.figures, metric.key)
+    value: float | None = getattr(result.record, metric.key)
     return value
 
 
@@ -312,7 +312,7 @@ def compare_runs(
     if not allow_mixed:
         for old in base.benchmarks:
             current = new_by_name.get(old.fullname)
-            differences = schema.run_differences(old.extra_info, current.extra_info) if current else []
+            differences = schema.run_differences(old.record, current.record) if current else []
             if differences:
                 raise MixedRunsError(
                     f"{base.path} and {new.path} measured different things ({old.name}: {'; '.join(differences)}); "

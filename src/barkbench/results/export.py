@@ -34,7 +34,7 @@ class Series:
         return self.metric.unit
 
     def value(self, result: BenchmarkResult) -> float | None:
-        value = self.metric.in_unit(getattr(result.figures, self.metric.key))
+        value = self.metric.in_unit(getattr(result.record, self.metric.key))
         return None if value is None else round(value, self.digits)
 
 

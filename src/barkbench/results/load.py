@@ -5,8 +5,9 @@ Both kinds of file pytest-benchmark writes share one schema: the autosaved
 throughput, audio rate, the variant's axes) live in each benchmark's ``extra_info``, which pytest-benchmark
 itself never shows or compares; this module is what the ``barkbench`` commands read them through.
 
-The figures are read through ``barkbench.results.schema`` (their single definition). Nothing here imports torch
-or the plugin, so reading results stays fast and works on a machine that only holds the JSON.
+Each benchmark's ``extra_info`` is read through ``barkbench.record.Record`` (every key's single definition), which
+migrates records written by older versions and refuses newer ones. Nothing here imports torch or the plugin, so
+reading results stays fast and works on a machine that only holds the JSON.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from barkbench import stats as bstats
+from barkbench.record import NewerFormatError, Record, format_of, read_float, read_str
 from barkbench.results import markdown as md
-from barkbench.results.schema import BYTES_PER_MB, IDENTITY_KEYS, Figures, _float, _str, is_baseline
+from barkbench.results.schema import BYTES_PER_MB, IDENTITY_KEYS, is_baseline
 
 _FIX = "pass a file written by `pytest bench/ --benchmark-json=FILE` or autosaved as .benchmarks/*/NNNN_*.json"
 _BATCH_IN_ID = re.compile(r"-bs\d+$")
@@ -44,15 +46,15 @@ class LatencyStats:
     @classmethod
     def from_stats(cls, stats: Mapping[str, Any]) -> LatencyStats | None:
         """None when there is no mean: a failed benchmark may carry a stats block without numbers."""
-        mean = _float(stats.get("mean"))
+        mean = read_float(stats.get("mean"))
         if mean is None:
             return None
         return cls(
             mean=mean,
-            median=_float(stats.get("median")),
-            stddev=_float(stats.get("stddev")),
-            min=_float(stats.get("min")),
-            max=_float(stats.get("max")),
+            median=read_float(stats.get("median")),
+            stddev=read_float(stats.get("stddev")),
+            min=read_float(stats.get("min")),
+            max=read_float(stats.get("max")),
             rounds=int(stats.get("rounds") or 0),
         )
 
@@ -79,45 +81,46 @@ class BenchmarkResult:
     attention_impl: str | None = None
     latency: LatencyStats | None = None
     semantic_max_new_tokens: int | None = None
-    figures: Figures = Figures()
+    #: Everything the benchmark's extra_info records, read (and migrated) through its definition.
+    record: Record = Record()
     #: The per-round seconds pytest-benchmark stored (``stats.data``); empty when the file has none.
     round_seconds: tuple[float, ...] = ()
     #: The benchmark's extra_info as recorded (what ``barkbench budgets`` checks).
     extra_info: Mapping[str, Any] = field(default_factory=dict, compare=False)
-    #: Whether this is the baseline row (``schema.is_baseline``), decided from its extra_info when loaded.
+    #: Whether this is the baseline row (``schema.is_baseline``), decided from its record when loaded.
     is_reference_baseline: bool = False
     device_index: int | None = None
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any], machine: str) -> BenchmarkResult:
-        """Build from one entry of the file's ``benchmarks`` list; ValueError/TypeError if malformed."""
+        """Build from one entry of the file's ``benchmarks`` list; ValueError/TypeError if malformed,
+        ``NewerFormatError`` if its record is of a newer format than this barkbench reads."""
         extra = raw["extra_info"]
         stats = raw.get("stats") or {}
         if not isinstance(stats, Mapping):
             raise TypeError("'stats' is not an object")
-        status = str(extra.get("status") or "ok")
-        device, _, index = str(extra.get("device") or "unknown").partition(":")
+        rec = Record.from_extra_info(extra)
         return cls(
             fullname=str(raw["fullname"]),
             name=str(raw.get("name") or raw["fullname"]),
-            variant=str(extra["variant"]),
-            attention=str(extra["attention"]),
-            dtype=str(extra["dtype"]),
-            offload=str(extra["offload"]),
-            batch_size=int(extra["batch_size"]),
-            model_source=str(extra.get("model_source") or "unknown"),
-            device=device,
-            device_index=_int(extra.get("device_index", index or None)),
-            device_name=_str(extra.get("device_name")),
+            variant=_required(rec.variant, "variant"),
+            attention=_required(rec.attention, "attention"),
+            dtype=_required(rec.dtype, "dtype"),
+            offload=_required(rec.offload, "offload"),
+            batch_size=_required(rec.batch_size, "batch_size"),
+            model_source=rec.model_source or "unknown",
+            device=(rec.device or "unknown").partition(":")[0],
+            device_index=rec.device_index,
+            device_name=rec.device_name,
             machine=machine,
-            status=status,
-            error=_str(extra.get("error")),
-            attention_impl=_str(extra.get("attention_impl")),
+            status=rec.status or "ok",
+            error=rec.error,
+            attention_impl=rec.attention_impl,
             latency=LatencyStats.from_stats(stats),
-            semantic_max_new_tokens=_int(extra.get("semantic_max_new_tokens")),
-            figures=Figures.from_extra_info(extra),
+            semantic_max_new_tokens=rec.semantic_max_new_tokens,
+            record=rec,
             round_seconds=_rounds(stats.get("data")),
-            is_reference_baseline=is_baseline(extra),
+            is_reference_baseline=is_baseline(rec),
             extra_info=dict(extra),
         )
 
@@ -144,36 +147,38 @@ class BenchmarkResult:
 
     @property
     def peak_memory_bytes(self) -> int | None:
-        return self.figures.peak_memory_bytes
+        return self.record.peak_memory_bytes
 
     @property
     def peak_memory_bytes_mean(self) -> int | None:
-        return self.figures.peak_memory_bytes_mean
+        return self.record.peak_memory_bytes_mean
 
     @property
     def memory_method(self) -> str | None:
-        return self.figures.memory_method
+        return self.record.memory_method
 
     @property
     def model_memory_bytes(self) -> int | None:
-        return self.figures.model_memory_bytes
+        return self.record.model_memory_bytes
 
     @property
     def throughput_samples_per_s(self) -> float | None:
-        return self.figures.throughput_samples_per_s
+        return self.record.throughput_samples_per_s
 
     @property
     def audio_seconds(self) -> float | None:
-        return self.figures.audio_seconds
+        return self.record.audio_seconds
 
     @property
     def audio_seconds_per_wall_second(self) -> float | None:
-        return self.figures.audio_seconds_per_wall_second
+        return self.record.audio_seconds_per_wall_second
 
     @property
     def stages(self) -> tuple[tuple[str, float | None, int | None, float | None], ...]:
-        """extra_info["stages"] as (stage, seconds, peak_memory_bytes, tokens) rows."""
-        return self.figures.stage_rows()
+        """The recorded stages as (stage, seconds, peak_memory_bytes, tokens) rows."""
+        return tuple(
+            (name, s.seconds, s.peak_memory_bytes, s.tokens) for name, s in self.record.stage_figures().items()
+        )
 
     @property
     def latency_mean(self) -> float | None:
@@ -211,7 +216,7 @@ class BenchmarkResult:
     @property
     def noise(self) -> bstats.NoiseCheck | None:
         """The stability checks recorded for the rounds (None in files written before they were)."""
-        return bstats.NoiseCheck.from_dict(self.figures.noise) if self.figures.noise else None
+        return bstats.NoiseCheck.from_dict(self.record.noise) if self.record.noise else None
 
     @property
     def unstable(self) -> bool:
@@ -245,7 +250,7 @@ class BenchmarkResult:
     @property
     def label(self) -> str:
         marks = [self.UNSTABLE_MARK] if self.unstable else []
-        if self.extra_info.get("precision_met") is False:
+        if self.record.precision_met is False:
             marks.append(self.IMPRECISE_MARK)
         return " ".join([f"`{self.variant}`", *marks])
 
@@ -358,6 +363,7 @@ def parse_run(data: Any, path: Path) -> Run:
     machine_info = data.get("machine_info")
     if not isinstance(machine_info, Mapping):
         raise ResultsError(f"{path}: not a pytest-benchmark result file (no 'machine_info' object); {_FIX}")
+    _check_format(data, path)
     commit_info = data.get("commit_info")
     machine = machine_label(machine_info)
     results: list[BenchmarkResult] = []
@@ -371,6 +377,8 @@ def parse_run(data: Any, path: Path) -> Run:
             continue
         try:
             results.append(BenchmarkResult.from_json(raw, machine))
+        except NewerFormatError as exc:
+            raise ResultsError(f"{path}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ResultsError(
                 f"{path}: benchmark {raw['fullname']!r} has malformed barkbench extra_info "
@@ -380,8 +388,8 @@ def parse_run(data: Any, path: Path) -> Run:
         path=path,
         machine_info=machine_info,
         commit_info=commit_info if isinstance(commit_info, Mapping) else {},
-        datetime=_str(data.get("datetime")),
-        version=_str(data.get("version")),
+        datetime=read_str(data.get("datetime")),
+        version=read_str(data.get("version")),
         benchmarks=tuple(results),
         ignored=tuple(ignored),
     )
@@ -391,14 +399,28 @@ def _rounds(data: Any) -> tuple[float, ...]:
     """Per-round seconds; a file with a null or non-finite round keeps none (no interval beats a wrong one)."""
     if not isinstance(data, list):
         return ()
-    values = [_float(x) for x in data]
+    values = [read_float(x) for x in data]
     return () if any(v is None for v in values) else tuple(v for v in values if v is not None)
 
 
-def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    return int(value)
+_V = TypeVar("_V")
+
+
+def _required(value: _V | None, key: str) -> _V:
+    """An identity field every barkbench record has (``parse_run`` checked the raw keys): KeyError if absent."""
+    if value is None:
+        raise KeyError(key)
+    return value
+
+
+def _check_format(data: Mapping[str, Any], path: Path) -> None:
+    """A file-level format, where the file records one: a newer one stops here, in one line."""
+    try:
+        format_of(data)
+    except NewerFormatError as exc:
+        raise ResultsError(f"{path}: {exc}") from None
+    except ValueError as exc:
+        raise ResultsError(f"{path}: {exc}; {_FIX}") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -145,28 +145,28 @@ def process_notes(results: Sequence[BenchmarkResult]) -> str | None:
     and between processes (each process's own warm-up and rounds), and whether the target precision held."""
     lines = []
     for r in results:
-        info = r.extra_info
-        means = info.get("process_means_s") or []
+        info = r.record
+        means = info.process_means_s or ()
         parts = []
         if len(means) > 1:
-            order = "interleaved with the other variants" if info.get("interleave") else "one after another"
-            counts = "/".join(str(n) for n in info.get("process_rounds") or [])
+            order = "interleaved with the other variants" if info.interleave else "one after another"
+            counts = "/".join(str(n) for n in info.process_rounds or ())
             parts.append(
                 f"{len(means)} processes ({order}; rounds {counts}), process means "
                 + " / ".join(md.significant(m) for m in means)
-                + f" s; spread within a process {_fraction(info.get('within_process_cv'))}, between "
-                f"processes {_fraction(info.get('between_process_cv'))} (standard deviation / mean)"
+                + f" s; spread within a process {_fraction(info.within_process_cv)}, between "
+                f"processes {_fraction(info.between_process_cv)} (standard deviation / mean)"
             )
-            peaks = [md.thousands(p / BYTES_PER_MB) for p in info.get("process_peak_memory_bytes") or []]
+            peaks = [md.thousands(p / BYTES_PER_MB) for p in info.process_peak_memory_bytes or ()]
             if len(set(peaks)) > 1:
                 parts.append(f"peak memory {' / '.join(peaks)} MB by process (the table shows the largest)")
-        if info.get("precision_reason"):
-            verdict = "met" if info.get("precision_met") else "not met"
-            width = info.get("precision_half_width")
-            target = info.get("target_precision")
+        if info.precision_reason:
+            verdict = "met" if info.precision_met else "not met"
+            width = info.precision_half_width
+            target = info.target_precision
             parts.append(
                 f"target precision ±{_fraction(target)} {verdict} after {r.latency.rounds if r.latency else '?'}"
-                f" rounds ({info['precision_reason']}; 95 % t-interval ±{_fraction(width)})"
+                f" rounds ({info.precision_reason}; 95 % t-interval ±{_fraction(width)})"
             )
         if parts and not r.failed:
             lines.append(f"- `{r.variant}`: " + "; ".join(parts))
@@ -243,13 +243,13 @@ _SEGMENT_CAPTION = (
 
 def segment_table(results: Sequence[BenchmarkResult]) -> str | None:
     """Per-piece seconds of the long-form rows (``extra_info["segment_seconds"]``), else None."""
-    rows = [r for r in results if r.extra_info.get("segment_seconds")]
+    rows = [r for r in results if r.record.segment_seconds]
     if not rows:
         return None
     headers = ("Variant", "pieces", "latency s", "pieces' sum s", "between pieces s", "slowest piece s", "per piece s")
     cells = []
     for r in rows:
-        pieces = [float(v) for v in r.extra_info["segment_seconds"]]
+        pieces = list(r.record.segment_seconds or ())
         total = sum(pieces)
         between = r.latency_mean - total if r.latency_mean is not None else None
         cells.append(
@@ -300,9 +300,9 @@ def group_results(results: Sequence[BenchmarkResult]) -> list[Group]:
     keys: dict[tuple[str, str, str], dict[tuple[int, Any], list[BenchmarkResult]]] = {}
     for r in results:
         by_batch = keys.setdefault((r.machine, r.model_source, r.device), {})
-        by_batch.setdefault((r.batch_size, schema.workload_key(r.extra_info)), []).append(r)
+        by_batch.setdefault((r.batch_size, schema.workload_key(r.record)), []).append(r)
     return [
-        Group(machine, model, device, batch, tuple(rows), schema.workload_label(rows[0].extra_info))
+        Group(machine, model, device, batch, tuple(rows), schema.workload_label(rows[0].record))
         for (machine, model, device), by_batch in keys.items()
         for (batch, _), rows in sorted(by_batch.items(), key=lambda item: item[0][0])
     ]
@@ -317,7 +317,7 @@ def runs_table(runs: Sequence[Run]) -> str:
                 f"`{run.path.name}`",
                 run.machine,
                 str(sw.get("device") or md.MISSING),
-                "; ".join(dict.fromkeys(schema.workload_label(r.extra_info) for r in run.benchmarks)) or md.MISSING,
+                "; ".join(dict.fromkeys(schema.workload_label(r.record) for r in run.benchmarks)) or md.MISSING,
                 str(sw.get("torch") or md.MISSING),
                 str(sw.get("transformers") or md.MISSING),
                 f"`{run.commit}`",
