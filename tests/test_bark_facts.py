@@ -102,3 +102,5 @@ def test_a_model_built_from_the_architecture_has_its_shapes(arch):
     for stage, call in bark.STAGE_CALLS.items():
         owner = getattr(model, call.owner) if call.owner else model
         assert callable(getattr(owner, call.method)), stage
+    codec = getattr(model, bark.CODEC.attribute)
+    assert type(codec.config) is type(getattr(model.config, bark.CODEC.config_key)) is transformers.EncodecConfig

@@ -88,6 +88,11 @@ STAGE_SUBMODELS: dict[str, SubModel] = {
     "coarse": SubModel("coarse_acoustics", "coarse_acoustics_config"),
     "fine": SubModel("fine_acoustics", "fine_acoustics_config"),
 }
+#: The transformer sub-models' ``BarkModel`` attributes and ``BarkConfig`` keys, in stage order.
+SUB_MODEL_ATTRIBUTES = tuple(sub.attribute for sub in STAGE_SUBMODELS.values())
+SUB_MODEL_CONFIG_KEYS = tuple(sub.config_key for sub in STAGE_SUBMODELS.values())
+#: The codec (EnCodec): its ``BarkModel`` attribute and ``BarkConfig`` key.
+CODEC = SubModel("codec_model", "codec_config")
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from barkbench.bark import STAGE_SUBMODELS
+
 #: Bark's sampled stages, in the order ``BarkModel.generate`` runs them, with the sub-model attribute.
-SAMPLED_STAGES = (("semantic", "semantic"), ("coarse", "coarse_acoustics"), ("fine", "fine_acoustics"))
+SAMPLED_STAGES = tuple((stage, sub.attribute) for stage, sub in STAGE_SUBMODELS.items())
 #: Probabilities below this count as this in KL(reference || variant): a token the variant rules out entirely
 #: where the reference does not gives a large, finite divergence instead of infinity.
 PROB_FLOOR = 1e-12

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from barkbench.bark import STAGE_SUBMODELS
 from barkbench.results import markdown as md
 
 if sys.version_info >= (3, 11):
@@ -39,7 +40,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-STAGES = ("semantic", "coarse", "fine")
+#: The stages whose sampling the gates judge: Bark's transformer stages.
+STAGES = tuple(STAGE_SUBMODELS)
 #: Gate keys: (figure, "min" or "max"). Stage figures need ``stage``; audio_over_floor is the whole call's.
 GATE_KEYS = {
     "kl_mean_max": ("kl_mean", "max"),

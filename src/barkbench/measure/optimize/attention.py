@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from barkbench.bark import CODEC, SUB_MODEL_CONFIG_KEYS
 from barkbench.variants import Variant
 
 if TYPE_CHECKING:
@@ -131,8 +132,8 @@ def load_kwargs(variant: Variant) -> dict[str, Any]:
 
 
 #: BarkConfig's transformer sub-configs (FlashAttention-2 capable) and its codec (EnCodec: no FA2 in transformers).
-FA2_SUB_CONFIGS = ("semantic_config", "coarse_acoustics_config", "fine_acoustics_config")
-CODEC_SUB_CONFIG = "codec_config"
+FA2_SUB_CONFIGS = SUB_MODEL_CONFIG_KEYS
+CODEC_SUB_CONFIG = CODEC.config_key
 
 
 def flash_attention_2_form() -> dict[str, str]:

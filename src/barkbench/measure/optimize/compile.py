@@ -15,11 +15,12 @@ import shutil
 import sysconfig
 from typing import Any
 
+from barkbench.bark import SUB_MODEL_ATTRIBUTES
 from barkbench.variants import Variant
 
 #: The BarkModel attributes compiled by the ``compile`` variant: the three autoregressive/non-causal
 #: transformers that run per token or per codebook. The EnCodec decoder runs once per call.
-COMPILED_SUBMODELS = ("semantic", "coarse_acoustics", "fine_acoustics")
+COMPILED_SUBMODELS = SUB_MODEL_ATTRIBUTES
 
 #: Marks a compiled sub-model (the tests and the results read it).
 COMPILED_MARK = "_barkbench_compiled"
