@@ -202,10 +202,7 @@ class BenchmarkResult:
     def timings(self) -> bstats.Timings:
         """The rounds and, for a row measured in several processes (``--bark-processes``), each process's mean:
         what ``stats.samples`` picks this row's statistics from."""
-        means = self.extra_info.get("process_means_s")
-        if isinstance(means, list) and all(isinstance(m, (int, float)) for m in means):
-            return bstats.Timings(self.round_seconds, tuple(float(m) for m in means))
-        return bstats.Timings(self.round_seconds)
+        return bstats.Timings(self.round_seconds, self.record.process_means_s or ())
 
     @property
     def latency_interval(self) -> bstats.Interval | None:
