@@ -14,7 +14,9 @@ finite and so must SDPA.
 
 from __future__ import annotations
 
+import copy
 import inspect
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,6 +226,8 @@ def test_multi_token_query_over_a_cache_matches_the_uncached_sequence(eager, fas
 @pytest.mark.parametrize("stage", STAGES)
 def test_output_attentions_through_forward_gives_eager_weights(eager, fast, stage):
     ids, mask = left_padded(stage, eager, [0, 4], 10, seed=3)
+    sdpa_modules = [m for m in getattr(fast, stage).modules() if isinstance(m, sdpa.BarkSdpaSelfAttention)]
+    attributes = [{key: id(value) for key, value in vars(m).items()} for m in sdpa_modules]
     expected = run(eager, stage, ids, attention_mask=mask, output_attentions=True)
     actual = run(fast, stage, ids, attention_mask=mask, output_attentions=True)
     assert len(actual.attentions) == len(expected.attentions) == 2
@@ -231,9 +235,65 @@ def test_output_attentions_through_forward_gives_eager_weights(eager, fast, stag
         assert got is not None and got.shape == want.shape
         torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
     torch.testing.assert_close(actual.logits, expected.logits, atol=ATOL, rtol=0)
-    # Only that call ran eager: the modules are still SDPA and the next call takes the SDPA path.
+    # Only that call ran eager: the modules are still SDPA and the call left nothing on them (the choice is made
+    # per call, from its arguments), so the next call takes the SDPA path.
     assert attention_classes(getattr(fast, stage)) == {"BarkSdpaSelfAttention": 2}
-    assert all(not m._eager_call for m in fast.modules() if isinstance(m, sdpa.BarkSdpaSelfAttention))
+    assert [{key: id(value) for key, value in vars(m).items()} for m in sdpa_modules] == attributes
+
+
+def test_concurrent_calls_on_one_module_each_take_their_own_path(monkeypatch):
+    """Two threads call one module, one asking for attention weights and one not; the weights call is held inside
+    its eager path until the other call has finished, so a choice kept on the module would be seen by the other."""
+    torch.manual_seed(0)
+    reference = attention_module(is_causal=True)  # eager
+    module = copy.deepcopy(reference)
+    module.__class__ = sdpa.BarkSdpaSelfAttention  # as set_attn_implementation switches one: same weights
+    hidden = torch.randn(2, 7, 16)
+    with torch.inference_mode():
+        expected = reference(hidden, output_attentions=True)
+    paths: dict[str, list[str]] = {"weights": [], "plain": []}
+    weights_inside, plain_done = threading.Event(), threading.Event()
+    eager_attn, sdpa_attention = modeling_bark.BarkSelfAttention._attn, sdpa.sdpa_attention
+
+    def recording_eager(self: Any, *args: Any, **kwargs: Any) -> Any:
+        paths[threading.current_thread().name].append("eager")
+        if threading.current_thread().name == "weights":
+            weights_inside.set()
+            assert plain_done.wait(timeout=60)
+        return eager_attn(self, *args, **kwargs)
+
+    def recording_sdpa(*args: Any, **kwargs: Any) -> Any:
+        paths[threading.current_thread().name].append("sdpa")
+        return sdpa_attention(*args, **kwargs)
+
+    monkeypatch.setattr(modeling_bark.BarkSelfAttention, "_attn", recording_eager)
+    monkeypatch.setattr(sdpa, "sdpa_attention", recording_sdpa)
+    results: dict[str, Any] = {}
+
+    def call(name: str, output_attentions: bool, done: threading.Event | None) -> None:
+        try:
+            with torch.inference_mode():
+                results[name] = module(hidden, output_attentions=output_attentions)
+        except BaseException as exc:  # handed to the main thread
+            results[name] = exc
+        finally:
+            if done is not None:
+                done.set()
+
+    weights = threading.Thread(target=call, args=("weights", True, None), name="weights", daemon=True)
+    plain = threading.Thread(target=call, args=("plain", False, plain_done), name="plain", daemon=True)
+    weights.start()
+    assert weights_inside.wait(timeout=60)
+    plain.start()
+    for thread in (plain, weights):
+        thread.join(timeout=120)
+    assert paths == {"weights": ["eager"], "plain": ["sdpa"]}
+    # The last element is the weights on both stacks (4.48 puts the cache in the middle, None without use_cache).
+    for name in ("weights", "plain"):
+        assert not isinstance(results[name], BaseException), results[name]
+        torch.testing.assert_close(results[name][0], expected[0], atol=ATOL, rtol=0)
+    torch.testing.assert_close(results["weights"][-1], expected[-1], atol=ATOL, rtol=0)
+    assert results["plain"][-1] is None
 
 
 def test_output_attentions_through_generate(eager, fast):

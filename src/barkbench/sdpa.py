@@ -13,8 +13,9 @@ rounding of a different summation order — the causal mask aligned bottom-right
 ``bias[:, :, k_len - q_len : k_len, :k_len]``, so a multi-token query over a KV cache sees the right keys), the
 attention mask added the way eager adds it (the additive 0 / dtype-min float mask, or the boolean form transformers
 5 builds for SDPA), fully masked rows finite and equal to eager's, dropout only in training. A call that asks for
-attention weights computes that call the eager way (same output, real weights). ``head_mask`` (transformers 4.48
-only) is refused with a one-line error.
+attention weights (``output_attentions=True`` in that call) computes that call the eager way (same output, real
+weights), decided from the call's own arguments: concurrent calls on one module never see each other's choice.
+``head_mask`` (transformers 4.48 only) is refused with a one-line error.
 
 The fast path is what BetterTransformer ran: no explicit mask when there is no padding, ``is_causal`` only when the
 query covers every key, no mask at all for a one-token query. Padding, or a multi-token query over a cache, takes
@@ -61,20 +62,13 @@ class BarkSdpaSelfAttention(_bark.BarkSelfAttention):
     ``forward``), so a module can be switched between the two in place without touching its weights.
     """
 
-    #: Set for the duration of a call that asked for attention weights: that call runs eager's ``_attn``.
-    _eager_call = False
-
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        wants_weights = kwargs.get("output_attentions") or (
-            len(args) > _OUTPUT_ATTENTIONS_INDEX and args[_OUTPUT_ATTENTIONS_INDEX]
-        )
-        if not wants_weights:
-            return super().forward(hidden_states, *args, **kwargs)
-        self._eager_call = True
-        try:
-            return super().forward(hidden_states, *args, **kwargs)
-        finally:
-            del self._eager_call  # back to the class default
+        if _wants_weights(args, kwargs):
+            # SDPA computes no weights. Like transformers 4.48's own SDPA models (modeling_gpt2.py: GPT2Attention
+            # falls back to eager_attention_forward for a call with output_attentions), this call runs eager —
+            # through a view made for this call, so nothing on the shared module says which path a call takes.
+            return _eager_view(self).forward(hidden_states, *args, **kwargs)
+        return super().forward(hidden_states, *args, **kwargs)
 
     def _attn(
         self,
@@ -86,12 +80,45 @@ class BarkSdpaSelfAttention(_bark.BarkSelfAttention):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if head_mask is not None:
             raise ValueError(HEAD_MASK_ERROR)
-        if self._eager_call:
-            # Eager adds the mask to the scores, so it needs the additive form (transformers 5 hands SDPA the
-            # boolean one).
-            additive = None if attention_mask is None else additive_mask(attention_mask, query.dtype)
-            return super()._attn(query, key, value, additive)
         return sdpa_attention(self, query, key, value, attention_mask), None
+
+
+def _wants_weights(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether this call of ``BarkSelfAttention.forward`` asks for attention weights (keyword or positional)."""
+    if "output_attentions" in kwargs:
+        return bool(kwargs["output_attentions"])
+    return len(args) > _OUTPUT_ATTENTIONS_INDEX and bool(args[_OUTPUT_ATTENTIONS_INDEX])
+
+
+class _EagerCallAttention(_bark.BarkSelfAttention):
+    """One call's eager view of a ``BarkSdpaSelfAttention`` (see ``_eager_view``); never part of a model."""
+
+    def _attn(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if head_mask is not None:
+            raise ValueError(HEAD_MASK_ERROR)
+        # Eager adds the mask to the scores, so it needs the additive form (transformers 5 hands SDPA the boolean
+        # one: the sub-models build their mask for the implementation their config names).
+        additive = None if attention_mask is None else additive_mask(attention_mask, query.dtype)
+        return super()._attn(query, key, value, additive)
+
+
+def _eager_view(module: BarkSdpaSelfAttention) -> _EagerCallAttention:
+    """A new object for one call, running eager's attention on ``module``'s own parameters and buffers.
+
+    It shares ``module``'s attribute dictionary entries (the same parameter, buffer and submodule objects), so the
+    weights are the module's; only its class differs. It lives for one call and is never registered anywhere, so
+    two threads calling ``module`` at once each get the path their own arguments ask for.
+    """
+    view = object.__new__(_EagerCallAttention)
+    vars(view).update(vars(module))
+    return view
 
 
 def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
