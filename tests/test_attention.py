@@ -1,14 +1,29 @@
+from collections.abc import Iterator
+from unittest import mock
+
 import pytest
+from transformers import BarkModel
 from transformers.models.bark.modeling_bark import BarkSelfAttention
 
+from barkbench import sdpa
 from barkbench.measure import optimize, sources
 from barkbench.measure.optimize import attention
 from barkbench.variants import Variant
 
 
+@pytest.fixture(autouse=True)
+def registration_undone() -> Iterator[None]:
+    """The sdpa variant registers barkbench's SDPA for the whole process (Bark's default becomes SDPA); undone after
+    each test here, so the other test files load Bark as transformers alone does."""
+    before = sdpa.is_registered()
+    yield
+    if not before:
+        sdpa.unregister()
+
+
 @pytest.fixture()
 def tiny_model(tiny_source):
-    return sources.load_model(tiny_source).eval()
+    return sources.load_model(tiny_source, attn_implementation="eager").eval()
 
 
 def test_sdpa_variant_loads_barkbench_sdpa_into_every_bark_attention_and_nothing_else(tiny_source, tiny_model):
@@ -28,8 +43,23 @@ def test_sdpa_variant_loads_barkbench_sdpa_into_every_bark_attention_and_nothing
     assert {n: p.shape for n, p in prepared.model.named_parameters()} == {
         n: p.shape for n, p in tiny_model.named_parameters()
     }
-    # The variant does not change what a plain load gets afterwards in the same process.
-    assert attention.attention_summary(sources.load_model(tiny_source)) == {"BarkSelfAttention": 6}
+    # Registered by the variant, Bark follows transformers' convention for a model that supports SDPA: a plain load
+    # afterwards in the same process gets SDPA (so the eager variant asks for eager by name: see the next test).
+    assert attention.attention_summary(sources.load_model(tiny_source)) == {"sdpa": 6}
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["alone", "after-register"])
+def test_eager_variant_asks_for_eager_by_name(tiny_source, registered):
+    if registered:
+        sdpa.register()
+    with mock.patch.object(BarkModel, "from_pretrained", wraps=BarkModel.from_pretrained) as spy:
+        prepared = optimize.prepare_model(tiny_source, Variant(), "cpu")
+    assert spy.call_args.kwargs["attn_implementation"] == "eager"
+    assert prepared.attention_impl == "eager"
+    assert prepared.attention_modules == {"BarkSelfAttention": 6}
+    for sub in (prepared.model.semantic, prepared.model.coarse_acoustics, prepared.model.fine_acoustics):
+        assert sub.config._attn_implementation == "eager"
+    assert Variant().id == "eager-fp32-bs1"  # the baseline's id (and so its rows) is unchanged
 
 
 def test_sdpa_and_flash_attention_2_are_chosen_at_load_time():
@@ -39,7 +69,9 @@ def test_sdpa_and_flash_attention_2_are_chosen_at_load_time():
         "attn_implementation": attention.flash_attention_2_form()
     }
     assert attention.flash_attention_2_form()["codec_config"] == "eager"
-    assert attention.load_kwargs(Variant()) == {}
+    # Eager by name (the default is SDPA once barkbench's SDPA is registered); BetterTransformer starts from eager.
+    assert attention.load_kwargs(Variant()) == {"attn_implementation": "eager"}
+    assert attention.load_kwargs(Variant(attention="bettertransformer")) == {"attn_implementation": "eager"}
 
 
 def test_flash_attention_2_reason_names_what_is_missing():

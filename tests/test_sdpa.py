@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pytest
 import torch
 import transformers
 from packaging.version import Version
-from transformers import BarkModel, GenerationMixin
+from transformers import BarkModel, GenerationMixin, GPT2Config, GPT2LMHeadModel
 from transformers.models.bark import modeling_bark
 
 from barkbench import sdpa
@@ -33,8 +34,6 @@ from barkbench import sdpa
 pytest.importorskip("hypothesis", reason="property tests need hypothesis (pip install hypothesis)")
 from hypothesis import example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-sdpa.register()
 
 ATOL = 1e-5
 LOSSY_EPS_MULTIPLE = {torch.float16: 5, torch.bfloat16: 4}
@@ -50,6 +49,17 @@ CACHE_KWARG = (
 
 
 @pytest.fixture(scope="module", autouse=True)
+def registered() -> Iterator[None]:
+    """barkbench's SDPA registered for this module's tests only: register() changes the default attention of every
+    Bark model loaded afterwards in the process, and the other test files load Bark as transformers alone does."""
+    before = sdpa.is_registered()
+    sdpa.register()
+    yield
+    if not before:
+        sdpa.unregister()
+
+
+@pytest.fixture(scope="module", autouse=True)
 def one_thread() -> Iterator[None]:
     # Tiny matrices: intra-op threads only wait on each other on a shared 2-core runner.
     threads = torch.get_num_threads()
@@ -58,8 +68,8 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def load(path: Path, attention: str | None, dtype: torch.dtype = torch.float32) -> BarkModel:
-    kwargs: dict[str, Any] = {DTYPE_KWARG: dtype}
+def load(path: Path, attention: str | None, dtype: torch.dtype = torch.float32, **kwargs: Any) -> BarkModel:
+    kwargs[DTYPE_KWARG] = dtype
     if attention is not None:
         kwargs["attn_implementation"] = attention
     return BarkModel.from_pretrained(path, **kwargs).eval()
@@ -117,12 +127,15 @@ def test_attn_implementation_sdpa_builds_sdpa_attention_and_leaves_the_codec_alo
     # Same weights: the class only changes how scores are computed.
     eager_state = eager.state_dict()
     assert all(torch.equal(eager_state[name], value) for name, value in fast.state_dict().items())
-    # Registering changes no default: a load without attn_implementation is eager, as before.
-    assert attention_classes(load(tiny_dir, None)) == {"BarkSelfAttention": 6}
+    # Registered, Bark is a model that supports SDPA: a load without attn_implementation gets it (the default
+    # transformers gives every such model; compared with GPT-2 in test_default_is_sdpa_like_a_native_model), and
+    # eager is asked for by name.
+    assert attention_classes(load(tiny_dir, None)) == {"BarkSdpaSelfAttention": 6}
+    assert attention_classes(load(tiny_dir, "eager")) == {"BarkSelfAttention": 6}
 
 
 def test_set_attn_implementation_switches_in_place_both_ways(tiny_dir, eager):
-    model = load(tiny_dir, None)
+    model = load(tiny_dir, "eager")  # by name: the default is SDPA
     weights = {name: p.data_ptr() for name, p in model.named_parameters()}
     ids, mask = left_padded("semantic", model, [0, 3], 12, seed=1)
     expected = run(eager, "semantic", ids, attention_mask=mask).logits
@@ -145,10 +158,37 @@ def test_set_attn_implementation_switches_in_place_both_ways(tiny_dir, eager):
 
 
 def test_switching_to_an_unknown_implementation_is_refused_in_one_line(tiny_dir):
-    model = load(tiny_dir, None)
-    with pytest.raises(ValueError, match=r"^a loaded Bark model switches between eager and sdpa only, not 'flex"):
+    model = load(tiny_dir, "eager")
+    # transformers' own check and wording (Bark does not support flex_attention), as loading with the name gets;
+    # compared with a native model in test_unknown_names_fail_in_transformers_check_like_a_native_model.
+    with pytest.raises(
+        ValueError, match=r"^BarkModel does not support an attention implementation through torch's flex"
+    ):
         model.set_attn_implementation("flex_attention")
     assert attention_classes(model) == {"BarkSelfAttention": 6}
+    assert model.semantic.config._attn_implementation == "eager"
+
+
+def test_a_name_transformers_accepts_but_bark_cannot_switch_to_in_place_is_refused(tiny_dir, monkeypatch):
+    # flash_attention_2 passes transformers' check only where flash-attn and a GPU are; stand in for that check.
+    monkeypatch.setattr(sdpa, "_check_name", lambda model, name: None)
+    model = load(tiny_dir, "eager")
+    with pytest.raises(ValueError, match=r"^a loaded Bark model switches between eager and sdpa only, not 'flash"):
+        model.set_attn_implementation({"semantic_config": "flash_attention_2"})
+    assert model.semantic.config._attn_implementation == "eager"
+    assert attention_classes(model) == {"BarkSelfAttention": 6}
+
+
+def test_unregister_makes_bark_eager_only_again(tiny_dir):
+    sdpa.unregister()
+    try:
+        assert not sdpa.is_registered()
+        assert attention_classes(load(tiny_dir, None)) == {"BarkSelfAttention": 6}
+        with pytest.raises(ValueError, match="does not support an attention implementation through torch.nn.func"):
+            load(tiny_dir, "sdpa")
+    finally:
+        sdpa.register()
+    assert attention_classes(load(tiny_dir, None)) == {"BarkSdpaSelfAttention": 6}
 
 
 @pytest.mark.skipif(TRANSFORMERS_5, reason=f"transformers {transformers.__version__} has no head_mask in Bark")
@@ -158,6 +198,143 @@ def test_head_mask_is_refused_in_one_line(fast):
     with pytest.raises(ValueError, match=r"^barkbench's SDPA attention does not support head_mask; load") as refused:
         run(fast, "semantic", ids, head_mask=head_mask)
     assert "\n" not in str(refused.value)
+
+
+# -- transformers' conventions, against a model that supports SDPA natively ---------------------------------------
+# The same calls on a tiny GPT-2 (SDPA in transformers itself: the default when nothing is asked for) and on Bark
+# after register(). Where transformers 4.48 behaves differently from 5.x, the native model says what 4.48 does.
+
+
+@pytest.fixture(scope="module")
+def native_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 saved with save_pretrained, loaded like the tiny Bark: nothing is downloaded."""
+    path = tmp_path_factory.mktemp("gpt2")
+    config = GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=32, bos_token_id=0, eos_token_id=0)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+def load_native(path: Path, attention: str | None, **kwargs: Any) -> GPT2LMHeadModel:
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
+    return GPT2LMHeadModel.from_pretrained(path, **kwargs).eval()
+
+
+def refusal(call: Callable[[], object], *class_names: str) -> tuple[type[BaseException], str]:
+    """The type and message ``call`` raises, with the model class names in it replaced by <model>."""
+    with pytest.raises(Exception) as raised:
+        call()
+    message = str(raised.value)
+    for name in class_names:
+        message = re.sub(rf"\b{name}\b", "<model>", message)
+    return type(raised.value), message
+
+
+def test_default_is_sdpa_like_a_native_model(native_dir, tiny_dir):
+    native, bark = load_native(native_dir, None), load(tiny_dir, None)
+    assert native.config._attn_implementation == bark.config._attn_implementation == "sdpa"
+    for stage in STAGES:
+        assert getattr(bark, stage).config._attn_implementation == "sdpa"
+    assert attention_classes(bark) == {"BarkSdpaSelfAttention": 6}
+    # The codec has no attention and does not support SDPA: transformers falls back to eager for it, as for any
+    # model without SDPA when nothing is asked for.
+    assert bark.codec_model.config._attn_implementation == "eager"
+    # Eager by name, for both.
+    native, bark = load_native(native_dir, "eager"), load(tiny_dir, "eager")
+    assert native.config._attn_implementation == bark.semantic.config._attn_implementation == "eager"
+    assert attention_classes(bark) == {"BarkSelfAttention": 6}
+
+
+@pytest.mark.parametrize("name", ["foo", "flex_attention"])
+def test_unknown_names_fail_in_transformers_check_like_a_native_model(native_dir, tiny_dir, name):
+    native_load = refusal(lambda: load_native(native_dir, name), "GPT2LMHeadModel")
+    bark_load = refusal(lambda: load(tiny_dir, name), "BarkModel")
+    assert bark_load == native_load
+    assert native_load[0] is ValueError and "\n" not in native_load[1]
+    if name == "foo":
+        assert native_load[1].startswith('Specified `attn_implementation="foo"` is not supported.')
+
+    bark = load(tiny_dir, "eager")
+    bark_switch = refusal(lambda: bark.set_attn_implementation(name), "BarkModel")
+    sub_switch = refusal(lambda: bark.semantic.set_attn_implementation(name), "BarkSemanticModel")
+    if TRANSFORMERS_5:
+        native = load_native(native_dir, None)
+        assert bark_switch == sub_switch == refusal(lambda: native.set_attn_implementation(name), "GPT2LMHeadModel")
+    else:
+        # transformers 4.48 has no set_attn_implementation: its only check is the one loading runs, so Bark's switch
+        # (barkbench's addition on 4.48) refuses a name exactly as loading with it does.
+        assert bark_switch == sub_switch == native_load
+    assert attention_classes(bark) == {"BarkSelfAttention": 6}
+
+
+@pytest.mark.skipif(not TRANSFORMERS_5, reason="transformers 4.48 models have no set_attn_implementation")
+def test_switching_like_a_native_model(native_dir, tiny_dir):
+    native, bark = load_native(native_dir, None), load(tiny_dir, None)
+    seen: dict[str, list[str]] = {"native": [], "bark": []}
+    for name in ("eager", "sdpa", "eager", "sdpa"):
+        native.set_attn_implementation(name)
+        bark.set_attn_implementation(name)
+        seen["native"].append(native.config._attn_implementation)
+        seen["bark"].append(bark.semantic.config._attn_implementation)
+        expected = "BarkSdpaSelfAttention" if name == "sdpa" else "BarkSelfAttention"
+        assert attention_classes(bark) == {expected: 6}
+    assert seen["bark"] == seen["native"] == ["eager", "sdpa", "eager", "sdpa"]
+
+
+@pytest.mark.skipif(not TRANSFORMERS_5, reason="transformers 4.48 accepts config.output_attentions on SDPA models")
+def test_config_output_attentions_is_refused_on_a_non_eager_model_like_a_native_model(native_dir, tiny_dir):
+    native, bark = load_native(native_dir, None), load(tiny_dir, None)
+    configs = {"native": native.config, "bark": bark.config, "bark.semantic": bark.semantic.config}
+    refusals = {
+        key: refusal(lambda config=config: setattr(config, "output_attentions", True))
+        for key, config in configs.items()
+    }
+    assert refusals["bark"] == refusals["bark.semantic"] == refusals["native"]
+    assert refusals["native"] == (
+        ValueError,
+        "The `output_attentions` attribute is not supported when using the `attn_implementation` set to sdpa. "
+        "Please set it to 'eager' instead.",
+    )
+    # Accepted once the model is eager, by name at load or by a switch.
+    for model in (load_native(native_dir, "eager"), load(tiny_dir, "eager")):
+        model.config.output_attentions = True
+    bark.set_attn_implementation("eager")
+    bark.semantic.config.output_attentions = True
+    # Asked for at load with no attn_implementation, it makes transformers pick eager for both.
+    asked = load_native(native_dir, None, output_attentions=True), load(tiny_dir, None, output_attentions=True)
+    assert [m.config._attn_implementation for m in asked] == ["eager", "eager"]
+    assert attention_classes(asked[1]) == {"BarkSelfAttention": 6}
+    # Asked for at load with sdpa: the same refusal (inside huggingface_hub's strict-dataclass validation error).
+    native_load = refusal(lambda: load_native(native_dir, "sdpa", output_attentions=True))
+    assert refusal(lambda: load(tiny_dir, "sdpa", output_attentions=True)) == native_load
+    assert refusals["native"][1] in native_load[1]
+
+
+@pytest.mark.skipif(TRANSFORMERS_5, reason="transformers 5 refuses config.output_attentions on SDPA models")
+def test_config_output_attentions_on_4_48_gives_eager_weights_like_a_native_model(native_dir, tiny_dir, eager):
+    # transformers 4.48 accepts the flag on an SDPA model; its own SDPA models (GPT2Attention.forward) then run each
+    # call the eager way and return real weights. Bark does the same.
+    native, bark = load_native(native_dir, None), load(tiny_dir, None)
+    native.config.output_attentions = True
+    bark.semantic.config.output_attentions = True
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        native_attentions = native(ids).attentions
+        bark_out = run(bark, "semantic", ids)
+        expected = run(eager, "semantic", ids, output_attentions=True)
+    assert native.config._attn_implementation == bark.semantic.config._attn_implementation == "sdpa"
+    assert len(native_attentions) == 1 and native_attentions[0] is not None
+    assert len(bark_out.attentions) == 2
+    for got, want in zip(bark_out.attentions, expected.attentions, strict=True):
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    # Loading with output_attentions=True keeps SDPA on 4.48, for both, asked for by name or not.
+    for attention in (None, "sdpa"):
+        asked = (
+            load_native(native_dir, attention, output_attentions=True),
+            load(tiny_dir, attention, output_attentions=True),
+        )
+        assert [m.config._attn_implementation for m in asked] == ["sdpa", "sdpa"]
+        assert asked[1].semantic.config._attn_implementation == "sdpa"
 
 
 # -- exactness: padding, cache, weights ---------------------------------------------------------------------------

@@ -5,8 +5,14 @@ outside, without editing transformers' files, on transformers 4.48 and 5.x::
 
     from barkbench import sdpa
     sdpa.register()
-    model = BarkModel.from_pretrained("suno/bark-small", attn_implementation="sdpa")
+    model = BarkModel.from_pretrained("suno/bark-small")  # SDPA: the default for a model that supports it
     model.set_attn_implementation("eager")   # and back with "sdpa"
+
+After ``register()`` Bark follows transformers' conventions for a model that supports SDPA: loaded without
+``attn_implementation`` it gets SDPA (``attn_implementation="eager"`` asks for eager by name); an unknown name
+fails in transformers' own check with its own wording, at load and at ``set_attn_implementation``;
+``config.output_attentions = True`` is refused by transformers 5 on any non-eager model, as for every model there
+(4.48 accepts it, as for its own SDPA models, and every call then runs eager). ``unregister()`` undoes it all.
 
 What it guarantees, wherever Bark's eager attention is defined: the same output as eager up to floating-point
 rounding of a different summation order — the causal mask aligned bottom-right (eager's slice
@@ -20,12 +26,11 @@ weights), decided from the call's own arguments: concurrent calls on one module 
 The fast path is what BetterTransformer ran: no explicit mask when there is no padding, ``is_causal`` only when the
 query covers every key, no mask at all for a one-token query. Padding, or a multi-token query over a cache, takes
 an explicit float mask instead.
-
-The default stays eager: a Bark model loaded without ``attn_implementation`` is built exactly as before.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import weakref
@@ -217,17 +222,49 @@ def sync_attention_modules(model: torch.nn.Module) -> int:
     return changed
 
 
+def _requested(model: PreTrainedModel, implementation: Any) -> list[tuple[PreTrainedModel, str]]:
+    """The names ``implementation`` asks for, each with the (sub-)model it is for: the whole model's (a ``str`` or
+    the dict's ``""``) and those of Bark's three transformer sub-configs. Other keys (the codec) go to transformers
+    as they are."""
+    if not isinstance(implementation, dict):
+        return [(model, implementation)] if implementation is not None else []
+    pairs = [(model, implementation[""])] if implementation.get("") is not None else []
+    for key in BARK_SUB_CONFIGS:
+        value, sub = implementation.get(key), getattr(model, key.removesuffix("_config"), None)
+        if value is not None and isinstance(sub, PreTrainedModel):
+            pairs.append((sub, value))
+    return pairs
+
+
+def _check_name(model: PreTrainedModel, name: str) -> None:
+    """Raise what transformers raises for ``name`` on ``model``: an unknown name, or one the model or this machine
+    cannot run, fails there with transformers' own type and wording."""
+    if hasattr(model, "_check_and_adjust_attn_implementation"):
+        # transformers 5: the check its own set_attn_implementation runs (modeling_utils.py,
+        # PreTrainedModel.set_attn_implementation -> _check_and_adjust_attn_implementation).
+        model._check_and_adjust_attn_implementation(name, is_init_check=False)
+        return
+    # transformers 4.48 has no set_attn_implementation; from_pretrained checks the name in
+    # _autoset_attn_implementation ("Specified `attn_implementation=...` is not supported", then
+    # _check_and_enable_flash_attn_2 / _check_and_enable_flex_attn). Run that check on a copy of the config, so
+    # a switch is refused exactly as a load with that name would be.
+    config = copy.deepcopy(model.config)
+    config._attn_implementation_internal = name
+    type(model)._autoset_attn_implementation(config, check_device_map=False)  # type: ignore[attr-defined,unused-ignore]
+
+
 def _check_switchable(model: PreTrainedModel, implementation: Any) -> None:
-    requested = implementation.get("", None) if isinstance(implementation, dict) else implementation
-    values = [requested] + (
-        [v for k, v in implementation.items() if k in BARK_SUB_CONFIGS] if isinstance(implementation, dict) else []
-    )
-    for value in values:
-        if value is not None and value not in SWITCHABLE:
-            raise ValueError(
-                f"a loaded Bark model switches between {' and '.join(SWITCHABLE)} only, not {value!r}; "
-                f"load it with BarkModel.from_pretrained(..., attn_implementation={value!r}) instead"
-            )
+    """Refuse, before anything changes, what cannot be switched in place: names transformers refuses (its error),
+    names it accepts that Bark's modules cannot switch to in place (flash_attention_2's module keeps state that an
+    eager module lacks), and any switch of a model loaded with flash_attention_2."""
+    for target, name in _requested(model, implementation):
+        if name in SWITCHABLE:
+            continue
+        _check_name(target, name)
+        raise ValueError(
+            f"a loaded Bark model switches between {' and '.join(SWITCHABLE)} only, not {name!r}; "
+            f"load it with BarkModel.from_pretrained(..., attn_implementation={name!r}) instead"
+        )
     flash = [type(m).__name__ for m in model.modules() if isinstance(m, _bark.BarkSelfFlashAttention2)]
     if flash:
         raise ValueError(
@@ -248,14 +285,17 @@ _original_set_attn_implementation = getattr(PreTrainedModel, "set_attn_implement
 
 def _set_attn_implementation(self: PreTrainedModel, attn_implementation: Any, *args: Any, **kwargs: Any) -> None:
     """Bark's ``set_attn_implementation``: "eager" or "sdpa", for the whole model or per sub-config."""
-    _check_switchable(self, attn_implementation)
     implementation = _bark_only(self, attn_implementation)
-    if _original_set_attn_implementation is not None:
-        _original_set_attn_implementation(self, implementation, *args, **kwargs)
-    else:
-        # transformers 4.48 has no set_attn_implementation; set the configs the way 5.x does.
-        _set_configs(self.config, implementation)
-    sync_attention_modules(self)
+    _check_switchable(self, implementation)
+    try:
+        if _original_set_attn_implementation is not None:
+            _original_set_attn_implementation(self, implementation, *args, **kwargs)
+        else:
+            # transformers 4.48 has no set_attn_implementation; set the configs the way 5.x does.
+            _set_configs(self.config, implementation)
+    finally:
+        # Whatever the configs now say (all of it, or part of it if transformers raised midway), the modules run it.
+        sync_attention_modules(self)
 
 
 def _set_configs(config: Any, implementation: Any) -> None:
@@ -271,59 +311,94 @@ def _set_configs(config: Any, implementation: Any) -> None:
             _set_configs(sub, value)
 
 
+# What register() replaced, in order, as (class or dict, attribute or key, original value or _MISSING);
+# unregister() puts it back. Empty while not registered.
+_MISSING = object()
+_replaced: list[tuple[Any, str, Any]] = []
+
+
+def _replace(owner: Any, name: str, value: Any) -> None:
+    namespace = owner if isinstance(owner, dict) else vars(owner)
+    _replaced.append((owner, name, namespace.get(name, _MISSING)))
+    if isinstance(owner, dict):
+        owner[name] = value
+    else:
+        setattr(owner, name, value)
+
+
+def _put_back(owner: Any, name: str, original: Any) -> None:
+    if isinstance(owner, dict) and original is _MISSING:
+        del owner[name]
+    elif isinstance(owner, dict):
+        owner[name] = original
+    elif original is _MISSING:
+        delattr(owner, name)
+    else:
+        setattr(owner, name, original)
+
+
 def register() -> None:
-    """Make ``attn_implementation="sdpa"`` and ``set_attn_implementation("sdpa"/"eager")`` work for Bark.
+    """Make Bark an SDPA-capable model: ``attn_implementation="sdpa"``, SDPA by default, and
+    ``set_attn_implementation("sdpa"/"eager")``.
 
     Idempotent; changes only Bark's classes (and lets the attention-free codec accept the name inside a Bark
-    model), never transformers' files. Models loaded without ``attn_implementation`` stay eager.
+    model), never transformers' files. As for any model that supports SDPA (transformers 5:
+    ``get_correct_attn_implementation`` picks "sdpa" when nothing is requested; 4.48: ``_autoset_attn_implementation``
+    calls ``_check_and_enable_sdpa`` for it), a Bark model loaded without ``attn_implementation`` now gets SDPA; ask
+    for ``attn_implementation="eager"`` by name to get eager. Models already built keep what they were built with.
     """
-    _bark.BARK_ATTENTION_CLASSES[NAME] = BarkSdpaSelfAttention
+    if _replaced:
+        return
+    _replace(_bark.BARK_ATTENTION_CLASSES, NAME, BarkSdpaSelfAttention)
     for cls in _bark_model_classes():
-        cls._supports_sdpa = True
+        _replace(cls, "_supports_sdpa", True)
         # transformers 5 decides whether a model can switch attention at run time by searching its module's source
         # for AttentionInterface use; Bark has none, so it would refuse. Here the switch is sync_attention_modules,
         # so the answer is given in the attribute that heuristic caches its answer in (and reads first).
-        cls._can_set_attn_implementation_cached_value = True  # type: ignore[attr-defined]
-        cls.set_attn_implementation = _set_attn_implementation  # type: ignore[method-assign]
-    _keep_eager_default()
-    if not getattr(_bark.BarkModel.__init__, "_barkbench_sdpa", False):
-        _bark.BarkModel.__init__ = _codec_stays_eager(_bark.BarkModel.__init__)  # type: ignore[method-assign]
+        _replace(cls, "_can_set_attn_implementation_cached_value", True)
+        _replace(cls, "set_attn_implementation", _set_attn_implementation)
+    _replace(_bark.BarkModel, "__init__", _wrap_init(_bark.BarkModel.__init__))
 
 
-def _codec_stays_eager(original: Any) -> Any:
-    # attn_implementation="sdpa" as a string reaches every sub-config, the codec's too, and EncodecModel (which
-    # has no attention at all) refuses the name on both stacks. The codec is set back to eager before BarkModel
-    # builds it, so the request means what it says for Bark's three transformers and nothing for the codec.
+def unregister() -> None:
+    """Undo ``register()``: Bark is eager-only again for models loaded afterwards (models already built keep their
+    modules). Idempotent. For tests and scoped use: ``register()`` changes the default for the whole process."""
+    while _replaced:
+        _put_back(*_replaced.pop())
+
+
+def is_registered() -> bool:
+    """Whether ``register()`` is in effect in this process (and not undone by ``unregister()``)."""
+    return bool(_replaced)
+
+
+def _wrap_init(original: Any) -> Any:
     @functools.wraps(original)
     def __init__(self: PreTrainedModel, config: Any, *args: Any, **kwargs: Any) -> None:
-        codec = getattr(config, "codec_config", None)
-        if codec is not None and codec._attn_implementation == NAME:
-            codec._attn_implementation_internal = "eager"
+        _codec_stays_eager(config)
+        _sub_models_pick_their_default(config)
         original(self, config, *args, **kwargs)
 
-    __init__._barkbench_sdpa = True  # type: ignore[attr-defined]
     return __init__
 
 
-def _keep_eager_default() -> None:
-    # With _supports_sdpa set, transformers would pick sdpa for a model loaded without attn_implementation.
-    # Bark's default stays eager: only an explicit request gets this implementation.
-    base = _bark.BarkPreTrainedModel
-    if hasattr(PreTrainedModel, "get_correct_attn_implementation"):  # transformers 5
+def _codec_stays_eager(config: Any) -> None:
+    # attn_implementation="sdpa" as a string reaches every sub-config, the codec's too, and EncodecModel (which
+    # has no attention at all) refuses the name on both stacks. The codec is set back to eager before BarkModel
+    # builds it, so the request means what it says for Bark's three transformers and nothing for the codec.
+    codec = getattr(config, "codec_config", None)
+    if codec is not None and codec._attn_implementation == NAME:
+        codec._attn_implementation_internal = "eager"
 
-        def get_correct_attn_implementation(
-            self: PreTrainedModel, requested_attention: str | None, is_init_check: bool = False
-        ) -> str:
-            requested = "eager" if requested_attention is None else requested_attention
-            return PreTrainedModel.get_correct_attn_implementation(self, requested, is_init_check)
 
-        base.get_correct_attn_implementation = get_correct_attn_implementation  # type: ignore[method-assign]
-    else:  # transformers 4.48: hard_check_only=False is the "nothing requested" path
-
-        def _check_and_enable_sdpa(cls: type[PreTrainedModel], config: Any, hard_check_only: bool = False) -> Any:
-            if not hard_check_only:
-                return config
-            check = PreTrainedModel._check_and_enable_sdpa.__func__  # type: ignore[attr-defined,unused-ignore]
-            return check(cls, config, hard_check_only=True)
-
-        base._check_and_enable_sdpa = classmethod(_check_and_enable_sdpa)  # type: ignore[attr-defined,unused-ignore]
+def _sub_models_pick_their_default(config: Any) -> None:
+    # transformers 4.48 only (5.x has no such flag): its save_pretrained resets _attn_implementation_autoset on the
+    # top-level config alone (modeling_utils.py, "model_to_save.config._attn_implementation_autoset = False"), so a
+    # Bark folder saved by 4.48 holds `"_attn_implementation_autoset": true` in each sub-config. A sub-model whose
+    # config asks for nothing then skips _autoset_attn_implementation in PreTrainedModel.__init__ and is eager,
+    # whatever it supports. Cleared for those sub-configs, each sub-model picks its default as a freshly built one
+    # does: SDPA for Bark's transformers, eager for the codec (EncodecModel does not support SDPA).
+    for key in getattr(config, "sub_configs", {}):
+        sub: Any = getattr(config, key, None)
+        if getattr(sub, "_attn_implementation_autoset", False) and sub._attn_implementation_internal is None:
+            sub._attn_implementation_autoset = False

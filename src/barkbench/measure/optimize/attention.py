@@ -122,13 +122,22 @@ def unsupported_reason(variant: Variant, device_type: str) -> str | None:
 
 
 def load_kwargs(variant: Variant) -> dict[str, Any]:
-    """``from_pretrained`` kwargs: FlashAttention-2 and SDPA are chosen by transformers at load time."""
+    """``from_pretrained`` kwargs: every variant names the attention Bark is built with.
+
+    Eager is asked for by name, never left to the default: after ``barkbench.sdpa.register()`` (in this process,
+    by an sdpa variant or by anyone) Bark follows transformers' convention that a model supporting SDPA gets it when
+    ``attn_implementation`` is not given, so an unnamed load would measure SDPA under the eager id. BetterTransformer
+    starts from eager modules too (optimum refuses a model whose config says sdpa, and replaces modules by the class
+    name ``BarkSelfAttention``).
+    """
     if variant.attention == "sdpa":
         from barkbench import sdpa  # imports torch: only when a model is about to be loaded
 
         sdpa.register()
         return {"attn_implementation": sdpa.NAME}
-    return {"attn_implementation": flash_attention_2_form()} if variant.attention == "flash_attention_2" else {}
+    if variant.attention == "flash_attention_2":
+        return {"attn_implementation": flash_attention_2_form()}
+    return {"attn_implementation": "eager"}
 
 
 #: BarkConfig's transformer sub-configs (FlashAttention-2 capable) and its codec (EnCodec: no FA2 in transformers).
