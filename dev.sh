@@ -3,7 +3,7 @@
 #   ./dev.sh bench [pytest args...]        create .venv (current stack), run the benchmark suite (bench/)
 #   ./dev.sh test  [pytest args...]        create .venv and .venv-legacy, lint (once), run tests/ on both stacks,
 #                                          side by side (BARKBENCH_TEST_JOBS=1: one after the other)
-#   ./dev.sh lint                          ruff check, ruff format --check and mypy src, on .venv
+#   ./dev.sh lint                          ruff check, ruff format --check, mypy src and lint-imports, on .venv
 #   ./dev.sh test-current|test-legacy ...  the same on one stack
 #   ./dev.sh bench-legacy [pytest args...] bench/ on the legacy stack (optimum's BetterTransformer runs there)
 #   ./dev.sh gpu-acceptance                check barkbench on a CUDA GPU: .venv-gpu with the CUDA torch of
@@ -61,13 +61,15 @@ run_tests() {
   "$venv/bin/python" -m pytest tests/ "$@"
 }
 
-# lint: the static checks, once (they do not depend on the stack); returns non-zero when any fails.
+# lint: the static checks, once (they do not depend on the stack), the import contracts among them; returns non-zero
+# when any fails.
 lint() {
   local status=0
-  echo "barkbench: ruff check, ruff format --check, mypy src" >&2
+  echo "barkbench: ruff check, ruff format --check, mypy src, lint-imports" >&2
   .venv/bin/python -m ruff check src tests bench || status=1
   .venv/bin/python -m ruff format --check src tests bench || status=1
   .venv/bin/python -m mypy src || status=1
+  .venv/bin/lint-imports --no-logo || status=1
   return "$status"
 }
 

@@ -45,6 +45,9 @@ from barkbench.variants import Variant
 FORMAT_VERSION = 1
 #: The key holding it, in each benchmark's ``extra_info`` (and, where a writer puts it, the file's top level).
 FORMAT_KEY = "barkbench_format"
+#: The file's top-level block about the whole run (shard, matrix, workload), written by the pytest plugin and read by
+#: ``barkbench merge`` and ``barkbench sweep``: part of the file format, so defined here, below both.
+SWEEP_KEY = "barkbench_sweep"
 
 Direction = Literal["lower", "higher"]
 #: A nested block of plain JSON values (``noise``, ``cpu_usage``, ``quality``, ``limits``).

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from barkbench.record import SWEEP_KEY as JSON_KEY
 from barkbench.results.load import ResultsError, parse_run
-from barkbench.sweep.shards import JSON_KEY
 
 #: machine_info["barkbench"] keys that must agree: results of two library stacks are two experiments.
 VERSION_KEYS = ("torch", "transformers", "optimum", "accelerate", "barkbench")

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from barkbench.record import SWEEP_KEY
 from barkbench.variants import Variant
 
 #: Relative cost of one call by dtype. Half precision is faster on accelerators; CPUs without native half
@@ -101,8 +102,8 @@ def fingerprint(matrix: Sequence[Variant]) -> str:
     return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
-#: The top-level key of a result file that records the shard (written by the pytest plugin, read by merge).
-JSON_KEY = "barkbench_sweep"
+#: The top-level key of a result file that records the shard (``record.SWEEP_KEY``).
+JSON_KEY = SWEEP_KEY
 
 
 def sweep_record(matrix: Sequence[Variant], shard: Shard | None, workload: Mapping[str, Any]) -> dict[str, Any]:
