@@ -48,8 +48,9 @@ make_env() {  # make_env DIR EXTRA CONSTRAINTS
   echo "$want" >"$stamp"
 }
 
-# The audio extra (WER and MOS scores) only here: the legacy stack skips those tests, which keeps CI shorter.
-current_env() { make_env .venv current,audio constraints/current.txt; }
+# The audio extra (WER and MOS scores) only here: the legacy stack skips those tests, which keeps CI shorter. The
+# docs extra (MkDocs, for the documentation site .ci/run builds) only here too: one environment builds it.
+current_env() { make_env .venv current,audio,docs constraints/current.txt; }
 legacy_env() { make_env .venv-legacy legacy constraints/legacy.txt; }
 
 # run_tests NAME VENV [pytest args...]: runs tests/ on one stack; returns pytest's exit status.
