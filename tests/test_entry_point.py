@@ -1,5 +1,5 @@
 """barkbench as an installed package: the pytest plugin loads through its ``pytest11`` entry point in a project
-that is not this repository (no conftest), the README's own benchmark test runs there, importing the plugin, the
+that is not this repository (no conftest), the docs' own benchmark test runs there, importing the plugin, the
 CLI and the results package pulls in neither torch nor transformers, and the command has ``--version``,
 ``python -m barkbench`` and ``budgets``."""
 
@@ -22,8 +22,8 @@ LONG_PROMPT = " ".join(["Wow, batching is so great!"] * 60)
 
 
 def readme_test() -> str:
-    """The README's example test file (the python block that starts with ``# test_my_prompt.py``)."""
-    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    """docs/usage.md's example test file (the python block that starts with ``# test_my_prompt.py``)."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "usage.md").read_text(), re.DOTALL)
     (block,) = [b for b in blocks if b.startswith("# test_my_prompt.py")]
     return block
 
