@@ -110,10 +110,12 @@ def checkout(tmp_path: Path) -> Path:
     (root / ".ci").mkdir()
     shutil.copy2(REPO / ".ci" / "run", root / ".ci" / "run")
     for venv in (".venv", ".venv-legacy"):
-        python = root / venv / "bin" / "python"
-        python.parent.mkdir(parents=True)
-        python.write_text(FAKE_PYTHON)
-        python.chmod(python.stat().st_mode | stat.S_IXUSR)
+        # lint-imports too: the stand-in logs "<venv> <arguments>" for any tool of the environment.
+        for tool in ("python", "lint-imports"):
+            fake = root / venv / "bin" / tool
+            fake.parent.mkdir(parents=True, exist_ok=True)
+            fake.write_text(FAKE_PYTHON)
+            fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     (tmp_path / "status").mkdir()
     return root
 
@@ -166,8 +168,13 @@ def test_ci_runs_both_stacks_and_fails_when_either_fails(checkout: Path, failing
     assert pytest_runs == [".venv", ".venv-legacy"]
     assert len(installs(log, ".venv")) == len(installs(log, ".venv-legacy")) == 1
     # The static checks run once, on the current stack's environment, before the tests.
-    lint = [".venv -m ruff check src tests bench", ".venv -m ruff format --check src tests bench", ".venv -m mypy src"]
-    assert [line for line in log if " -m ruff " in line or " -m mypy " in line] == lint
+    lint = [
+        ".venv -m ruff check src tests bench",
+        ".venv -m ruff format --check src tests bench",
+        ".venv -m mypy src",
+        ".venv --no-logo",  # lint-imports: the import contracts
+    ]
+    assert [line for line in log if " -m ruff " in line or " -m mypy " in line or "--no-logo" in line] == lint
     assert log.index(lint[-1]) < log.index(".venv -m pytest tests/ -q -rs --durations=15")
 
     code, log = run(checkout, "./.ci/run", fail={failing: 3})
