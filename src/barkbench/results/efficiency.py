@@ -129,6 +129,8 @@ def _float(value: Any) -> float | None:
 #: A stage beyond this fraction of its measured limit is flagged: within it, cache-resident weights and timing
 #: noise can carry a stage somewhat past a limit measured over DRAM-sized buffers.
 ABOVE_LIMIT = 1.5
+#: What marks a figure beyond ``ABOVE_LIMIT``, in the limit tables and in the session summary's flag column.
+ABOVE_LIMIT_MARK = "⚠ above the probe's limit"
 
 
 def percent(fraction: Any) -> str:
@@ -142,7 +144,7 @@ def percent(fraction: Any) -> str:
         # Far above what the probe measured: the probe's kernel is not the one the stage ran (seen: bf16 on a
         # CPU without bf16 instructions, where the probe's GEMM is emulated 39x slower than the fine stage's
         # Linear layers), so the figure is flagged, not shown as an efficiency.
-        text += " ⚠ above the probe's limit"
+        text += f" {ABOVE_LIMIT_MARK}"
     return text
 
 

@@ -59,16 +59,37 @@ def thousands(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Collection[int] | None = None) -> str:
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    numeric: Collection[int] | None = None,
+    aligned: bool = False,
+) -> str:
     """A GitHub-flavoured Markdown table. ``numeric`` columns (default: all but the first) are right-aligned
-    so that digits line up."""
+    so that digits line up. ``aligned`` pads every column to its widest cell, so the table also reads as is in a
+    terminal (the same Markdown once rendered)."""
     numeric = range(1, len(headers)) if numeric is None else numeric
+    body = [[_cell(cell) for cell in row] for row in (headers, *rows)]
     align = ["--:" if i in numeric else "---" for i in range(len(headers))]
-    lines = [_row(headers), _row(align)]
-    lines.extend(_row(row) for row in rows)
+    if aligned:
+        widths = [max(3, *(len(row[i]) for row in body)) for i in range(len(headers))]
+        body = [
+            [
+                cell.rjust(w) if i in numeric else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            for row in body
+        ]
+        align = ["-" * (width - 1) + ":" if i in numeric else "-" * width for i, width in enumerate(widths)]
+    lines = [_row(body[0]), _row(align)]
+    lines.extend(_row(row) for row in body[1:])
     return "\n".join(lines)
 
 
-def _row(cells: Sequence[str]) -> str:
+def _cell(cell: object) -> str:
     # A "|" inside a cell (e.g. in an error message) would split the column.
-    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+    return str(cell).replace("|", "\\|")
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
