@@ -281,13 +281,22 @@ def test_interleaved_processes_reach_pytest_benchmark(bench_pytester: pytest.Pyt
         "--bark-interleave",
         "--bark-variants",
         "baseline;sdpa",  # two fp32 variants: the cheapest pair on a CPU
+        "--bark-tables",
+        "processes",  # the compact summary plus the processes' notes
         f"--benchmark-json={out}",
         timeout=900,
     )
     result.assert_outcomes(passed=2)
     # Plain progress lines (not a terminal), each with the elapsed time and the estimates.
     result.stdout.fnmatch_lines(["*eager-fp32-bs1: process 2/2 round 2/2 (elapsed *, variant ~* left, run ~* left)"])
-    result.stdout.fnmatch_lines(["*Processes and precision*", "*eager-fp32-bs1*2 processes (interleaved*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*barkbench results*",
+            "| Variant *| Flags *|",
+            "*Processes and precision*",
+            "*eager-fp32-bs1*2 processes (interleaved*",
+        ]
+    )
     data = json.loads(out.read_text())
     by_variant = {b["extra_info"]["variant"]: b for b in data["benchmarks"]}
     assert set(by_variant) == {"eager-fp32-bs1", "sdpa-fp32-bs1"}

@@ -70,6 +70,9 @@ class BenchOptions:
     max_time_s: float | None = None
     remeasure_limits: bool = False
     budgets: budgets_mod.Budgets | None = None
+    #: --bark-tables: what the session prints at its end (``report.terminal_summary``'s ``tables``); the default is
+    #: ``report.DEFAULT_TABLES``, not imported here: reporting loads numpy and matplotlib.
+    tables: tuple[str, ...] = ("compact",)
     #: pytest-benchmark's --benchmark-json, as a path (None: not given, or pytest-benchmark not loaded).
     benchmark_json: Path | None = None
 

@@ -100,6 +100,15 @@ def parse_quality_gates_option(value: str) -> tuple[quality_mod.Gate, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def parse_tables_option(value: str) -> tuple[str, ...]:
+    from barkbench.results import report as report_mod
+
+    try:
+        return report_mod.parse_tables(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_prompts_option(value: str) -> str:
     """The file is read and checked now (missing, empty, not UTF-8, a bad JSON line); the session reads it again."""
     try:
@@ -301,6 +310,15 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         help="measure the machine's limits again (copy bandwidth, decode GEMV, fine GEMM) instead of using the "
         "cached figures in the cache folder's machine-limits.json (the workers get it in their environment)",
+    )
+    group.addoption(
+        "--bark-tables",
+        type=parse_tables_option,
+        default=None,
+        metavar="compact|full|compact,stages,limits,quality,processes",
+        help="what the session prints at its end: compact (default: one table per group, the legend once), "
+        "compact plus any of stages, limits, quality, processes (comma-separated: those tables under each group's), "
+        "or full (every table of `barkbench report`)",
     )
     group.addoption(
         "--bark-budgets",

@@ -33,7 +33,7 @@ from barkbench.pytest_plugin.signals import SaveGuard, signal_name
 from barkbench.results import budgets as budgets_mod
 from barkbench.results import quality as quality_gates
 from barkbench.results.load import parse_run
-from barkbench.results.report import terminal_tables
+from barkbench.results.report import terminal_summary
 from barkbench.variants import CPU_DEFAULT_NOTE, CPU_EMULATED_HALF_NOTE, Variant
 
 
@@ -279,7 +279,7 @@ def _check_writable(folder: Path, what: str, fix: str) -> None:
 
 
 def _session_tables(session: BarkSession) -> str | None:
-    """The blog's tables of what this session measured, by ``barkbench report``'s code (None: nothing timed)."""
+    """The summary of what this session measured, as --bark-tables asks (None: nothing timed)."""
     config = session.pytest_config
     bs = getattr(config, "_benchmarksession", None)
     if bs is None or bs.disabled or not (bs.benchmarks or session.failed):
@@ -294,7 +294,7 @@ def _session_tables(session: BarkSession) -> str | None:
     )
     output["benchmarks"].extend(session.failed)
     run = parse_run(output, Path("this session"))
-    return terminal_tables(run) if run.benchmarks else None
+    return terminal_summary(run, session.options.tables) if run.benchmarks else None
 
 
 class BarkBench:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,10 +181,198 @@ def _fraction(value: Any) -> str:
 
 
 def terminal_tables(run: Run) -> str:
-    """The blog's tables of one run (absolute and relative per group, no plots): what a benchmark session prints
-    at its end, made by the same code as ``barkbench report``."""
+    """Every table of one run as ``barkbench report`` renders its groups (no plots): what a session prints at its
+    end with ``--bark-tables full``."""
     results, _ = relabel_machines([run])
     return "\n\n".join(group.to_markdown() for group in group_results(results))
+
+
+# -- the session's summary: one compact table per group, the legend once -----------------------------------------
+
+#: ``--bark-tables``: what a session prints at its end. ``compact``: one table per group and the legend once;
+#: each of the others adds one of the report's tables (or notes) under each group's table, their captions once in
+#: the legend; ``full``: every table of ``barkbench report`` per group (``terminal_tables``).
+TABLE_CHOICES = ("compact", "stages", "limits", "quality", "processes", "full")
+DEFAULT_TABLES: tuple[str, ...] = ("compact",)
+
+COMPACT_HEADERS = ("Variant", "Latency (s)", "Peak memory (MB)", "Throughput (samples/s)", "Speed-up", "RTF", "Flags")
+#: The flag of a row whose audio drifted from the fp32 eager reference more than re-sampling the reference does.
+DRIFT_MARK = "⚠ drift above floor"
+#: The flag of a row whose --bark-quality measurement failed.
+QUALITY_ERROR_MARK = "⚠ quality not measured"
+
+_LEGEND_COLUMNS = (
+    "Latency (s): mean of one generate() call ± the half-width of its 95 % confidence interval",
+    "Peak memory (MB): largest over the rounds (CUDA: max_memory_allocated; CPU: peak RSS); 1 MB = 10⁶ bytes",
+    "Throughput (samples/s): batch size / latency",
+    "Speed-up: the baseline's latency / the row's (95 % interval); the baseline is eager fp32 without offload",
+    "RTF: real-time factor, latency / seconds of audio generated; below 1 is faster than real time",
+)
+#: What each flag means, in the legend (only the flags the summary shows).
+_LEGEND_FLAGS = {
+    BenchmarkResult.UNSTABLE_MARK: "noisy rounds or a busy machine (the reasons: under the table)",
+    BenchmarkResult.IMPRECISE_MARK: "adaptive rounds stopped at a cap before --bark-target-precision",
+    efficiency.ABOVE_LIMIT_MARK: f"a stage beyond {efficiency.ABOVE_LIMIT:g}× the limit the probe measured: not the "
+    "probe's kernel (--bark-tables limits)",
+    DRIFT_MARK: "audio further from the fp32 eager reference than re-sampling it (--bark-tables quality)",
+    QUALITY_ERROR_MARK: "the --bark-quality measurement failed (--bark-tables quality says why)",
+    "failed": "no figures (the error: under the table)",
+    "interrupted": "stopped by an interrupt: no figures kept",
+}
+
+
+def parse_tables(value: str) -> tuple[str, ...]:
+    """``--bark-tables``'s value, comma-separated: ``("full",)``, or ``compact`` then the others named
+    (``stages,limits`` means ``compact,stages,limits``); ValueError, in one line, for anything else."""
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in TABLE_CHOICES]
+    if not names or unknown:
+        raise ValueError(
+            f"--bark-tables {value!r}: use compact (the default), full, or compact plus any of "
+            f"{', '.join(TABLE_CHOICES[1:-1])}, comma-separated (e.g. compact,stages,limits)"
+        )
+    return ("full",) if "full" in names else ("compact", *(name for name in names if name != "compact"))
+
+
+def terminal_summary(run: Run, tables: Sequence[str] = DEFAULT_TABLES) -> str:
+    """What a benchmark session prints at its end: per group one compact table (``compact_table``) with the tables
+    ``tables`` adds under it, then the legend once; ``full`` prints ``barkbench report``'s tables instead."""
+    if "full" in tables:
+        return terminal_tables(run)
+    results, _ = relabel_machines([run])
+    groups = group_results(results)
+    captions: dict[str, None] = {}
+    parts = []
+    for group in groups:
+        part = [f"### {group.title}", "", compact_table(group)]
+        notes = compact_notes(group)
+        if notes:
+            part += ["", notes]
+        for extra in _extra_tables(group, tables):
+            caption, table = _split_caption(extra)
+            if caption:
+                # Titled by the caption's first words ("Per stage", "How close to the limit"); the caption: once.
+                captions[caption] = None
+                table = f"**{caption.partition(' (')[0]}:**\n\n{table}"
+            part += ["", table]
+        parts.append("\n".join(part))
+    parts.append(legend([r for g in groups for r in g.results], tuple(captions)))
+    return "\n\n".join(parts)
+
+
+def compact_table(group: Group) -> str:
+    """The group's one table (``COMPACT_HEADERS``): the baseline first, then every row in the order it ran, failed
+    rows included; the cells are the report's own (``absolute_row``, ``relative_row``)."""
+    baseline = group.baseline
+    rows = [r for r in group.results if r is not baseline]
+    if baseline is not None:
+        rows.insert(0, baseline)
+    numeric = range(1, len(COMPACT_HEADERS) - 1)  # the flags read left to right
+    return md.table(COMPACT_HEADERS, [_compact_row(r, baseline) for r in rows], numeric, aligned=True)
+
+
+def _compact_row(r: BenchmarkResult, baseline: BenchmarkResult | None) -> list[str]:
+    flags = " ".join(mark + (f" ({detail})" if detail else "") for mark, detail in row_flags(r))
+    if r.failed:
+        return [f"`{r.variant}`", *([md.MISSING] * (len(COMPACT_HEADERS) - 2)), flags]
+    absolute = dict(zip(BenchmarkResult.ABSOLUTE_HEADERS, r.absolute_row(), strict=True))
+    if baseline is None or r is baseline:
+        speedup = "baseline" if r is baseline else md.MISSING
+    else:
+        relative = dict(zip(BenchmarkResult.RELATIVE_HEADERS, r.relative_row(baseline), strict=True))
+        interval = relative["Speed-up 95 % CI"]
+        speedup = relative["Speed-up"] + ("" if interval == md.MISSING else f" ({interval.removesuffix('×')})")
+    return [
+        f"`{r.variant}`",
+        absolute["Latency mean ± 95 % CI (s)"],
+        absolute["Peak memory (MB)"],
+        absolute["Throughput (samples/s)"],
+        speedup,
+        md.significant(real_time_factor(r)),
+        flags,
+    ]
+
+
+def row_flags(r: BenchmarkResult) -> list[tuple[str, str]]:
+    """The flags of a row, as (mark, detail) (marks: ``_LEGEND_FLAGS``' keys; detail: "" or, for a stage above the
+    probe's limit, the stages): failed or interrupted, noise, precision not met, above the limit, quality drift."""
+    if r.failed:
+        return [(r.status, "")]
+    flags = [(BenchmarkResult.UNSTABLE_MARK, "")] if r.unstable else []
+    if r.record.precision_met is False:
+        flags.append((BenchmarkResult.IMPRECISE_MARK, ""))
+    above = [
+        stage
+        for _, figures in efficiency.limit_rows([r])
+        for stage, values in figures.items()
+        if isinstance(share := (values or {}).get("fraction_of_limit"), (int, float)) and share > efficiency.ABOVE_LIMIT
+    ]
+    if above:
+        flags.append((efficiency.ABOVE_LIMIT_MARK, ", ".join(above)))
+    measured = r.extra_info.get("quality")
+    if isinstance(measured, Mapping) and "error" in measured:
+        flags.append((QUALITY_ERROR_MARK, ""))
+    elif (over := quality.figure(measured, "audio_over_floor", None)) is not None and over > 1:
+        flags.append((DRIFT_MARK, ""))
+    return flags
+
+
+def compact_notes(group: Group) -> str | None:
+    """Under a compact table, only where needed: a baseline that is not eager/fp32/no offload, why rows are
+    unstable, why rows failed."""
+    lines = []
+    baseline = group.baseline
+    if baseline is not None and not baseline.is_reference_baseline:
+        lines.append(
+            f"Speed-up is relative to `{baseline.variant}`: no eager/fp32/no-offload variant ran at this batch size."
+        )
+    unstable = unstable_notes(group.results)
+    if unstable:
+        lines.append(unstable)
+    if group.failed:
+        failed = [f"- `{r.variant}` {r.status}: {r.error or 'no error message recorded'}" for r in group.failed]
+        lines.append("\n".join(["**Failed:**", "", *failed]))
+    return "\n\n".join(lines) or None
+
+
+def _extra_tables(group: Group, tables: Sequence[str]) -> list[str]:
+    """The report's tables ``tables`` asks for under a group's compact table, each with its caption first."""
+    ok = group.succeeded
+    made = {
+        "stages": (stage_table(ok), segment_table(ok)),
+        "quality": (quality.quality_table(ok),),
+        "limits": (efficiency.limit_table(ok),),
+        "processes": (process_notes(ok),),
+    }
+    return [text for name in tables for text in made.get(name, ()) if text]
+
+
+def _split_caption(text: str) -> tuple[str, str]:
+    """(caption, table) of a report table rendered as its caption paragraph, a blank line and the table; notes
+    (no caption, e.g. ``process_notes``) come back whole as the table."""
+    caption, _, table = text.partition("\n\n")
+    if caption.startswith("|") or caption.startswith("**") or not table.startswith("|"):
+        return "", text
+    return caption, table
+
+
+def legend(results: Sequence[BenchmarkResult], captions: Sequence[str] = ()) -> str:
+    """The summary's legend, once: each column, the flags ``results`` show, the added tables' captions, and where
+    the other tables are."""
+    shown = {mark for r in results for mark, _ in row_flags(r)}
+    flags = [f"- {mark}: {meaning}" for mark, meaning in _LEGEND_FLAGS.items() if mark in shown]
+    lines = ["**Legend:**", "", *(f"- {column}" for column in _LEGEND_COLUMNS), *flags]
+    lines += [f"- {caption}" for caption in captions]
+    lines.append(
+        "- More: --bark-tables compact plus any of stages, limits, quality, processes adds those tables; "
+        "--bark-tables full prints every table of `barkbench report`"
+    )
+    return "\n".join(lines)
+
+
+def real_time_factor(r: BenchmarkResult) -> float | None:
+    """Latency / seconds of audio generated (below 1 is faster than real time); None when either is missing."""
+    return r.latency_mean / r.audio_seconds if r.latency_mean and r.audio_seconds else None
 
 
 _STAGE_CAPTION = (
@@ -220,7 +408,7 @@ def stage_table(results: Sequence[BenchmarkResult]) -> str | None:
             return tokens / seconds if seconds and tokens is not None else None
 
         peaks = " / ".join(md.thousands(_mb(by_name.get(n, (None, None, None))[1])) for n in names)
-        rtf = r.latency_mean / r.audio_seconds if r.latency_mean and r.audio_seconds else None
+        rtf = real_time_factor(r)
         cells.append(
             [
                 f"`{r.variant}`",
