@@ -5,6 +5,7 @@ No test here times anything: every figure is crafted, so the verdicts cannot dep
 
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
 
@@ -14,6 +15,9 @@ from scipy import stats as scipy_stats
 
 from barkbench import stats
 from barkbench.stats import CpuUsage, NoiseCheck, NoiseLimits, StatsError
+
+# scipy 1.15 renamed bootstrap's random_state to rng; the oldest scipy barkbench supports (1.10) has only random_state.
+_SEED_ARGUMENT = "rng" if "rng" in inspect.signature(scipy_stats.bootstrap).parameters else "random_state"
 
 # -- intervals ---------------------------------------------------------------------------------------------------
 
@@ -78,7 +82,7 @@ def test_ratio_interval_matches_scipy_bootstrap() -> None:
         lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis),
         vectorized=True,
         method="percentile",
-        rng=np.random.default_rng(stats.SEED),
+        **{_SEED_ARGUMENT: np.random.default_rng(stats.SEED)},
     )
     assert interval is not None
     assert interval.low == pytest.approx(reference.confidence_interval.low)
