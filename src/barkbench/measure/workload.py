@@ -124,26 +124,76 @@ def synthetic_voice(name: str = "synthetic") -> Voice:
     return Voice(name=name, kind="synthetic", arrays=lists, digest=_digest(json.dumps(lists).encode()))
 
 
-def load_voice(value: str) -> Voice:
+def load_voice(value: str, where: str | None = None) -> Voice:
     """``--bark-voice``: an ``.npz`` file (checked now) or a preset name (resolved later by a real checkpoint's
-    processor, or replaced by ``synthetic_voice`` for random models)."""
-    import numpy as np
-
+    processor, or replaced by ``synthetic_voice`` for random models). ``where`` names the value in errors
+    (default ``--bark-voice VALUE``; a JSONL prompt's voice names its file and line)."""
     text = value.strip()
     if not text:
         raise WorkloadError("--bark-voice is empty; give a preset name (v2/en_speaker_6) or an .npz file")
     if not text.endswith(".npz"):
         return Voice(name=text, kind="preset", digest=_digest(text.encode()))
+    where = where or f"--bark-voice {text}"
     path = Path(text)
+    if path.is_dir():
+        raise WorkloadError(f"{where}: is a directory, not an .npz voice preset; {_VOICE_FIX}")
     if not path.is_file():
-        raise WorkloadError(f"--bark-voice {text}: no such file; give an existing .npz voice preset")
+        raise WorkloadError(f"{where}: no such file; give an existing .npz voice preset")
+    lists = check_voice_arrays(_read_npz(path, where), where)
+    return Voice(name=path.name, kind="file", arrays=lists, digest=_digest(json.dumps(lists).encode()))
+
+
+_VOICE_FIX = (
+    "give an .npz saved by numpy.savez(path, semantic_prompt=..., coarse_prompt=..., fine_prompt=...) or a preset "
+    "name such as v2/en_speaker_6"
+)
+_ZIP_MAGIC = b"PK"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_npz(path: Path, where: str) -> dict[str, Any]:
+    """The arrays of an .npz file, or WorkloadError (one line) saying what the file is instead. numpy's own errors
+    would leak a zipfile traceback or suggest loading the file unpickled (allow_pickle), which a voice preset,
+    integer arrays only, never needs."""
+    import zipfile
+
+    import numpy as np
+
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if not head.startswith(_ZIP_MAGIC):
+        raise WorkloadError(f"{where}: {_not_a_zip(head)}, not an .npz voice preset ({_NOT_READABLE}); {_VOICE_FIX}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise WorkloadError(f"--bark-voice {text}: not a readable .npz file ({exc})") from None
-    lists = check_voice_arrays(arrays, f"--bark-voice {text}")
-    return Voice(name=path.name, kind="file", arrays=lists, digest=_digest(json.dumps(lists).encode()))
+            return {k: data[k] for k in data.files}
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise WorkloadError(
+            f"{where}: the .npz file is damaged, a truncated or corrupt zip archive ({reason}); save the preset "
+            "again with numpy.savez or give another one"
+        ) from None
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise WorkloadError(
+                f"{where}: holds Python objects, not the integer arrays of a voice preset; {_VOICE_FIX}"
+            ) from None
+        raise WorkloadError(f"{where}: {_NOT_READABLE} ({' '.join(str(exc).split())}); {_VOICE_FIX}") from None
+
+
+_NOT_READABLE = "not a readable .npz file: numpy writes an .npz as a zip archive of arrays"
+
+
+def _not_a_zip(head: bytes) -> str:
+    """What a file that is no zip archive looks like, from its first bytes."""
+    if not head:
+        return "is empty"
+    if head.startswith(_NPY_MAGIC):
+        return "is a single .npy array (numpy.save)"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not a zip archive"
+    return "is text"
 
 
 @dataclass(frozen=True)
@@ -158,6 +208,8 @@ def load_prompts(path: str) -> tuple[Prompt, ...]:
     optional ``voice``) when the file ends in .jsonl or its first line starts with ``{``."""
     file = Path(path)
     where = f"--bark-prompts {path}"
+    if file.is_dir():
+        raise WorkloadError(f"{where}: is a directory; give a file: a text file with one prompt per line, or JSONL")
     if not file.is_file():
         raise WorkloadError(f"{where}: no such file; give a text file with one prompt per line, or JSONL")
     try:
@@ -181,6 +233,8 @@ def load_prompts(path: str) -> tuple[Prompt, ...]:
         voice = item.get("voice")
         if voice is not None and not (isinstance(voice, str) and voice.strip()):
             raise WorkloadError(f'{where}: line {number}: "voice" must be a preset name or an .npz path')
+        if voice is not None:
+            load_voice(voice, where=f"{where}: line {number}: voice {voice.strip()}")  # an .npz is checked now
         prompts.append(Prompt(item["text"].strip(), voice))
     return tuple(prompts)
 
@@ -317,9 +371,7 @@ def workload_from_files(
         prompts = load_prompts(prompts_file)
         fields["prompts"] = tuple(p.text for p in prompts)
         if any(p.voice for p in prompts):
-            for p in prompts:
-                if p.voice and p.voice.endswith(".npz"):
-                    load_voice(p.voice)  # checked now; the worker loads it again
+            # Their .npz files were checked by load_prompts; the worker loads them again.
             fields["prompt_voices"] = tuple(p.voice for p in prompts)
     if voice is not None:
         parsed = load_voice(voice)

@@ -1,0 +1,148 @@
+"""More bad input in one clear line, and output that says what it did (issue 23, items 3 to 5).
+
+A corrupt or wrong ``.npz`` voice, a prompts folder, a hub id that cannot be reached, a config field the library
+refuses, a prompts file longer than any batch, a long-form call that runs for minutes, ``budgets`` on someone
+else's file, ``merge`` with overlapping inputs or a folder as its output, doctor's limits of several batch sizes.
+Sub-sessions run the repo's ``bench/`` suite on the tiny model, on the CPU, with one intra-op thread.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from barkbench.measure import workload as wl
+from barkbench.measure.workload import WorkloadError
+
+FAST = [
+    "--bark-semantic-tokens",
+    "8",
+    "--bark-rounds",
+    "1",
+    "--bark-warmup-rounds",
+    "0",
+    "-p",
+    "no:cacheprovider",
+    "--bark-device",
+    "cpu",
+]
+DATA = Path(__file__).parent / "data" / "run-cpu.json"
+GOOD_VOICE = {
+    "semantic_prompt": np.arange(20),
+    "coarse_prompt": np.ones((2, 30), dtype=np.int64),
+    "fine_prompt": np.ones((8, 30), dtype=np.int64),
+}
+
+
+@pytest.fixture()
+def bench(bench_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return bench_pytester
+
+
+def run(pytester: pytest.Pytester, *args: str, timeout: int = 300) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("bench", *FAST, *args, timeout=timeout)
+
+
+def output(result: pytest.RunResult) -> str:
+    return result.stdout.str() + "\n" + result.stderr.str()
+
+
+# -- voices: a file that is no voice preset is named, in one line, with what it is -----------------------------
+
+
+def _voice_files(folder: Path) -> dict[str, Path]:
+    good = folder / "good.npz"
+    np.savez(good, **GOOD_VOICE)
+    data = good.read_bytes()
+    files = {
+        "truncated": data[: len(data) // 2],
+        "text": b"semantic_prompt = [1, 2, 3]\n",
+        "empty": b"",
+    }
+    paths = {}
+    for name, content in files.items():
+        paths[name] = folder / f"{name}.npz"
+        paths[name].write_bytes(content)
+    paths["npy"] = folder / "npy.npz"
+    with open(paths["npy"], "wb") as handle:
+        np.save(handle, np.arange(3))
+    paths["objects"] = folder / "objects.npz"
+    np.savez(paths["objects"], semantic_prompt=np.array([{"a": 1}], dtype=object))
+    paths["bad crc"] = folder / "bad-crc.npz"
+    paths["bad crc"].write_bytes(_flip_last_data_byte(data, good))
+    return paths
+
+
+def _flip_last_data_byte(data: bytes, archive_path: Path) -> bytes:
+    """The archive with its first member's last stored byte changed: whole as a zip, its CRC check fails on read."""
+    with zipfile.ZipFile(archive_path) as archive:
+        member = archive.infolist()[0]
+    offset = member.header_offset
+    # The local header's name and extra lengths (at 26 and 28), which may differ from the central directory's.
+    name_length = int.from_bytes(data[offset + 26 : offset + 28], "little")
+    extra_length = int.from_bytes(data[offset + 28 : offset + 30], "little")
+    end = offset + 30 + name_length + extra_length + member.compress_size
+    changed = bytearray(data)
+    changed[end - 1] ^= 0xFF
+    return bytes(changed)
+
+
+VOICE_MESSAGES = {
+    "truncated": "the .npz file is damaged, a truncated or corrupt zip archive (",
+    "bad crc": "the .npz file is damaged, a truncated or corrupt zip archive (Bad CRC-32",
+    "text": "is text, not an .npz voice preset (not a readable .npz file",
+    "empty": "is empty, not an .npz voice preset",
+    "npy": "is a single .npy array (numpy.save), not an .npz voice preset",
+    "objects": "holds Python objects, not the integer arrays of a voice preset",
+}
+
+
+@pytest.mark.parametrize("case", VOICE_MESSAGES)
+def test_a_file_that_is_no_voice_preset_is_named_in_one_line(tmp_path: Path, case: str) -> None:
+    path = _voice_files(tmp_path)[case]
+    with pytest.raises(WorkloadError) as info:
+        wl.load_voice(str(path))
+    message = str(info.value)
+    assert message.startswith(f"--bark-voice {path}: {VOICE_MESSAGES[case]}"), message
+    assert "\n" not in message and "allow_pickle" not in message and "pickle.load" not in message
+    assert "numpy.savez" in message  # the fix
+
+
+def test_a_jsonl_voice_names_its_file_and_line(tmp_path: Path) -> None:
+    voice = _voice_files(tmp_path)["truncated"]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"text": "One."}) + "\n" + json.dumps({"text": "Two.", "voice": str(voice)}) + "\n")
+    with pytest.raises(WorkloadError) as info:
+        wl.load_prompts(str(prompts))
+    assert str(info.value).startswith(f"--bark-prompts {prompts}: line 2: voice {voice}: the .npz file is damaged")
+
+
+def test_a_prompts_folder_is_called_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(WorkloadError) as info:
+        wl.load_prompts(str(tmp_path))
+    assert str(info.value) == (
+        f"--bark-prompts {tmp_path}: is a directory; give a file: a text file with one prompt per line, or JSONL"
+    )
+
+
+@pytest.mark.parametrize("case", ["voice", "jsonl voice", "prompts folder"])
+@pytest.mark.one_stack("legacy")
+def test_bad_workload_files_are_a_one_line_usage_error(bench: pytest.Pytester, tmp_path: Path, case: str) -> None:
+    voices = _voice_files(tmp_path)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"text": "Hello.", "voice": str(voices["text"])}) + "\n")
+    args, message = {
+        "voice": (["--bark-voice", str(voices["truncated"])], "the .npz file is damaged"),
+        "jsonl voice": (["--bark-prompts", str(prompts)], "line 1: voice"),
+        "prompts folder": (["--bark-prompts", str(tmp_path)], "is a directory; give a file"),
+    }[case]
+    result = run(bench, *args, timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    (line,) = [x for x in result.stderr.lines if "error: argument" in x]
+    assert message in line
+    assert "Traceback" not in output(result) and "BadZipFile" not in output(result)
