@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from barkbench.cli import main
 from barkbench.measure import workload as wl
 from barkbench.measure.workload import WorkloadError
 
@@ -146,3 +147,21 @@ def test_bad_workload_files_are_a_one_line_usage_error(bench: pytest.Pytester, t
     (line,) = [x for x in result.stderr.lines if "error: argument" in x]
     assert message in line
     assert "Traceback" not in output(result) and "BadZipFile" not in output(result)
+
+
+# -- budgets on a file that holds no barkbench benchmark: a wrong input, not a failed budget -------------------
+
+
+def test_budgets_on_a_plain_pytest_benchmark_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plain = json.loads(DATA.read_text())
+    for bench in plain["benchmarks"]:
+        bench["extra_info"] = {}
+    path = tmp_path / "plain.json"
+    path.write_text(json.dumps(plain))
+    assert main(["budgets", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        f"barkbench: error: {path}: no barkbench benchmarks to check; pass a run written by "
+        "`pytest bench/ --benchmark-json=FILE`"
+    ]

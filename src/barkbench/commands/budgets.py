@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 from barkbench.results.budgets import DEFAULT_NAME, check_extra_infos, failures, load_budgets, nothing_matched
-from barkbench.results.load import load_run
+from barkbench.results.load import ResultsError, load_run
 
-HELP = "hold the variants of a saved run to memory budgets (exit 1 when one is exceeded or cannot be checked)"
+HELP = (
+    "hold the variants of a saved run to memory budgets (exit 1 when one is exceeded or none matches; 2 when the "
+    "file holds no barkbench benchmarks)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     budgets = load_budgets(args.budgets)
     data = load_run(args.run_file)
+    if not data.benchmarks:
+        # Nothing to hold to a budget is a wrong input (exit 2, as report, compare and export say), not a failed
+        # budget (exit 1): a CI gate must not read a plain pytest-benchmark file as an excess.
+        raise ResultsError(
+            f"{data.path}: no barkbench benchmarks to check; pass a run written by "
+            "`pytest bench/ --benchmark-json=FILE`"
+        )
     for note in data.notes():
         print(f"barkbench: note: {note}", file=sys.stderr)
     extra_infos = [r.extra_info for r in data.benchmarks]
