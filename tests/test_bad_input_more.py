@@ -9,8 +9,10 @@ Sub-sessions run the repo's ``bench/`` suite on the tiny model, on the CPU, with
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,3 +167,60 @@ def test_budgets_on_a_plain_pytest_benchmark_file_exits_2(tmp_path: Path, capsys
         f"barkbench: error: {path}: no barkbench benchmarks to check; pass a run written by "
         "`pytest bench/ --benchmark-json=FILE`"
     ]
+
+
+# -- merge: the rows two inputs hold are listed with the one kept; a folder output is refused -------------------
+
+
+def _ok_rows(path: Path) -> dict[str, Any]:
+    data = json.loads(DATA.read_text())
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["extra_info"].get("status") == "ok"]
+    path.write_text(json.dumps(data))
+    return data
+
+
+def test_merge_lists_the_rows_several_inputs_hold_and_which_was_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    data = _ok_rows(first)
+    variants = [b["extra_info"]["variant"] for b in data["benchmarks"]]
+    failed = json.loads(json.dumps(data))
+    failed["benchmarks"][0]["extra_info"].update(status="failed", error="boom")
+    failed["benchmarks"][0]["stats"] = None
+    second.write_text(json.dumps(failed))
+    out = tmp_path / "merged.json"
+    assert main(["merge", str(first), str(second), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if "in several inputs" in x]
+    assert line.startswith(f"barkbench: {len(variants)} row(s) in several inputs: ")
+    # The later file's row, unless it failed where the earlier one ran.
+    assert f"{variants[0]} in {first}, {second}: kept {first}'s (the successful row; the later one failed)" in line
+    assert f"{variants[1]} in {first}, {second}: kept {second}'s (the later row)" in line
+    recorded = json.loads(out.read_text())["barkbench_sweep"]["duplicates"]
+    assert [d["variant"] for d in recorded] == variants and recorded[0]["kept"] == str(first)
+
+
+def test_merge_refuses_a_folder_as_its_output_and_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_file = tmp_path / "run.json"
+    _ok_rows(run_file)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["merge", str(run_file), "-o", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"barkbench: error: -o {folder}: is a directory; give a file path, e.g. {folder / 'merged.json'}"]
+    assert sorted(tmp_path.rglob("*")) == before
+    # A write that fails after the check (a full disk) leaves no temporary file either.
+    from barkbench.results import merge as merge_mod
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(merge_mod.json, "dump", full_disk)
+    assert main(["merge", str(run_file), "-o", str(tmp_path / "merged.json")]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")] and os.listdir(folder) == []

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from barkbench.results.merge import merge, write
+from barkbench.results.merge import check_output, merge, write
 
 HELP = "merge the JSON files of a sharded sweep into one pytest-benchmark JSON file; lists what is missing"
 
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.output)  # before reading the inputs: nothing is done for an output that cannot be written
     merged = merge(args.runs, allow_mixed=args.allow_mixed)
     write(merged, args.output)
     count = len(merged.data["benchmarks"])

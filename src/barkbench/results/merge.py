@@ -8,6 +8,7 @@ The shards' records of the whole matrix say which shards and variants are missin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -34,6 +35,8 @@ class Merged:
     missing_variants: tuple[str, ...]
     #: Variant ids that ran but failed (a subset of ``missing_variants``).
     failed_variants: tuple[str, ...]
+    #: Rows that more than one input holds, and which input's row the merged file keeps.
+    duplicates: tuple[Duplicate, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -47,7 +50,27 @@ class Merged:
             failed = set(self.failed_variants)
             named = [f"{v} (failed)" if v in failed else v for v in self.missing_variants]
             lines.append(f"missing variant(s): {', '.join(named)}")
+        if self.duplicates:
+            lines.append(f"{len(self.duplicates)} row(s) in several inputs: {'; '.join(map(str, self.duplicates))}")
         return lines
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A benchmark row more than one input holds (a retried shard, overlapping files): only one is kept."""
+
+    variant: str
+    #: The inputs that hold it, in the order given.
+    files: tuple[str, ...]
+    kept: str
+    #: Why that one: the only successful row, or the later file's.
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.variant} in {', '.join(self.files)}: kept {self.kept}'s ({self.why})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"variant": self.variant, "files": list(self.files), "kept": self.kept, "why": self.why}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -106,14 +129,7 @@ def merge(paths: Sequence[Path], allow_mixed: bool = False) -> Merged:
     if len(nodes) > 1:
         # One file describes one machine kind; the nodes that ran its shards are kept in the name.
         machine_info["node"] = "+".join(nodes)
-    benchmarks: dict[str, dict[str, Any]] = {}
-    for data in files.values():
-        for bench in data["benchmarks"]:
-            key = bench["fullname"]
-            previous = benchmarks.get(key)
-            # A variant measured twice (a retried shard): the successful result wins, else the later file.
-            if previous is None or _failed(previous) or not _failed(bench):
-                benchmarks[key] = bench
+    benchmarks, duplicates = _rows(files)
     records = [d[JSON_KEY] for d in files.values() if isinstance(d.get(JSON_KEY), Mapping)]
     missing_shards: list[str] = []
     matrix: list[str] = []
@@ -144,8 +160,37 @@ def merge(paths: Sequence[Path], allow_mixed: bool = False) -> Merged:
         "skipped": skipped,
         "missing_shards": missing_shards,
         "missing_variants": missing,
+        "duplicates": [d.as_dict() for d in duplicates],
     }
-    return Merged(out, tuple(missing_shards), tuple(missing), tuple(v for v in missing if v in failed))
+    failed_missing = tuple(v for v in missing if v in failed)
+    return Merged(out, tuple(missing_shards), tuple(missing), failed_missing, duplicates)
+
+
+def _rows(files: Mapping[Path, Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], tuple[Duplicate, ...]]:
+    """One row per benchmark (by fullname) and the rows several inputs hold. A variant measured twice (a retried
+    shard): the successful result wins, else the later file's; either way the merge says which it kept."""
+    benchmarks: dict[str, dict[str, Any]] = {}
+    holders: dict[str, list[str]] = {}
+    kept: dict[str, str] = {}
+    for path, data in files.items():
+        for bench in data["benchmarks"]:
+            key = bench["fullname"]
+            previous = benchmarks.get(key)
+            holders.setdefault(key, []).append(str(path))
+            if previous is None or _failed(previous) or not _failed(bench):
+                benchmarks[key] = bench
+                kept[key] = str(path)
+    duplicates = tuple(
+        Duplicate(
+            _variant(benchmarks[key]),
+            tuple(dict.fromkeys(held)),
+            kept[key],
+            "the later row" if kept[key] == held[-1] else "the successful row; the later one failed",
+        )
+        for key, held in holders.items()
+        if len(held) > 1
+    )
+    return benchmarks, duplicates
 
 
 def _failed(bench: Mapping[str, Any]) -> bool:
@@ -158,10 +203,23 @@ def _variant(bench: Mapping[str, Any]) -> str:
     return str(extra.get("variant") or bench.get("param") or bench["fullname"])
 
 
+def check_output(output: Path) -> None:
+    """Refuse an output the merged file cannot replace, before anything is read or written (``ResultsError``)."""
+    if output.is_dir():
+        raise ResultsError(f"-o {output}: is a directory; give a file path, e.g. {output / 'merged.json'}")
+
+
 def write(merged: Merged, output: Path) -> None:
-    """Written atomically: a reader never sees half a file."""
+    """Written atomically: a reader never sees half a file, and a failed write leaves no temporary file behind."""
+    check_output(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(merged.data, handle, indent=4)
-    os.replace(tmp, output)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(merged.data, handle, indent=4)
+        os.replace(tmp, output)
+    except BaseException:
+        # A full disk, a folder that appeared under the name, an interrupt: the temporary file is nobody's.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
