@@ -141,7 +141,7 @@ def test_text_shows_the_cached_limits(report: dict, monkeypatch: pytest.MonkeyPa
     ]
     (tmp_path / limits.CACHE_FILE).write_text(json.dumps({"entries": crafted_entries(report)}))
     text = "\n".join(doctor.limits_lines(doctor.limits_facts(report["torch"], report["packages"]["transformers"])))
-    assert "cpu (Crafted CPU 9000) fp32, bark-small, 2 threads, measured 2026-11-26T01:00:00+00:00" in text
+    assert "cpu (Crafted CPU 9000) fp32, bark-small, batch 1, 2 threads, measured 2026-11-26T01:00:00+00:00" in text
     assert "bandwidth 12 GB/s (copy 11 GB/s, GEMV 12 GB/s), fine matmul 250 GFLOP/s" in text
     assert "one decode step's matmuls: coarse 19 ms, semantic 18.5 ms" in text
     assert "fp32, int8 Linear weights, bark-small" in text and "with torch 0.0-older" in text
@@ -178,3 +178,17 @@ def test_limits_flag_rejects_what_it_cannot_measure(capsys: Capsys) -> None:
     assert "--limits: unknown variant 'nope'" in capsys.readouterr().err
     assert main(["doctor", "--limits", "--limits-model", "suno/bark"]) == 2
     assert "--limits-model 'suno/bark' is not an architecture doctor knows" in capsys.readouterr().err
+
+
+def test_text_tells_entries_of_two_batch_sizes_apart(
+    report: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The probe keys its entries by batch too (each batch's GEMV is its own shape): without the batch, two entries
+    # of one dtype and architecture read as the same line with different figures.
+    monkeypatch.setenv("BARKBENCH_CACHE", str(tmp_path))
+    entries = crafted_entries(report)
+    entries["c"] = {**entries["a"], "batch": 8, "gemv_bytes_per_s": 9.9e10}
+    (tmp_path / limits.CACHE_FILE).write_text(json.dumps({"entries": entries}))
+    lines = doctor.limits_lines(doctor.limits_facts(report["torch"], report["packages"]["transformers"]))
+    fp32 = [line for line in lines if "fp32, bark-small" in line]
+    assert [line.split(", ")[2] for line in fp32] == ["batch 1", "batch 8"], lines

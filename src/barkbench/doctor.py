@@ -108,8 +108,13 @@ def limits_facts(torch_version: str, transformers_version: str | None) -> dict[s
                 and versions.get("transformers") == transformers_version,
             }
         )
-    entries.sort(key=lambda e: (str(e.get("device")), str(e.get("dtype")), str(e.get("measured_at"))))
+    entries.sort(key=lambda e: (str(e.get("device")), str(e.get("dtype")), _batch(e), str(e.get("measured_at"))))
     return {"cache_file": str(limits.cache_path()), "entries": entries}
+
+
+def _batch(entry: dict[str, Any]) -> int:
+    batch = entry.get("batch")
+    return batch if isinstance(batch, int) else 0
 
 
 def facts(device_choice: str = "auto") -> dict[str, Any]:
@@ -232,9 +237,10 @@ def limits_lines(limits: dict[str, Any], measured: list[dict[str, Any]] | None =
             f"{stage} {1000 * seconds:.3g} ms"
             for stage, seconds in sorted((e.get("kernel_step_seconds") or {}).items())
         )
+        # The batch tells entries of one dtype and architecture apart: each batch size is probed on its own shapes.
         lines.append(
             f"  {e.get('device')} ({name}) {kind}, {e.get('architecture') or 'shapes unrecorded'}, "
-            f"{e.get('threads')} threads, measured {e.get('measured_at')} with {stack}"
+            f"batch {e.get('batch', '?')}, {e.get('threads')} threads, measured {e.get('measured_at')} with {stack}"
             + ("" if e.get("current") else " (another stack than this one)")
         )
         lines.append(
