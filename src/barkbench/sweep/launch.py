@@ -137,6 +137,13 @@ def _import_submitit() -> Any:
     return submitit
 
 
+def _written(path: Path) -> bool:
+    """Whether the shard's pytest saved its JSON file. A shard that saved nothing may still leave an empty file:
+    pytest-benchmark 5.1 and 5.2 open --benchmark-json for writing while parsing the options (argparse.FileType),
+    before anything runs."""
+    return path.is_file() and path.stat().st_size > 0
+
+
 def _outcome(shard: ShardJob, job: Any) -> ShardOutcome:
     log = str(job.paths.stdout)
     try:
@@ -144,7 +151,7 @@ def _outcome(shard: ShardJob, job: Any) -> ShardOutcome:
     except Exception as exc:  # submitit raises FailedJobError / UncompletedJobError (timeout, killed)
         reason = " ".join(str(exc).split())[:200]
         return ShardOutcome(shard.label, "failed", shard.json_path, log, reason)
-    if not Path(shard.json_path).is_file():
+    if not _written(Path(shard.json_path)):
         return ShardOutcome(shard.label, "failed", shard.json_path, log, f"pytest exited {rc} without a JSON file")
     if rc == 0:
         return ShardOutcome(shard.label, "ok", shard.json_path, log)
@@ -222,7 +229,7 @@ def sweep(
     else:
         raise ResultsError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     ordered = tuple(outcomes[j.label] for j in jobs)
-    files = [Path(j.json_path) for j in jobs if Path(j.json_path).is_file()]
+    files = [Path(j.json_path) for j in jobs if _written(Path(j.json_path))]
     merged = merge_mod.merge(files) if files else None
     if merged is not None:
         merge_mod.write(merged, output)
