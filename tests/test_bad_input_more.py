@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from barkbench.cli import main
+from barkbench.measure import sources
 from barkbench.measure import workload as wl
 from barkbench.measure.workload import WorkloadError
 
@@ -149,6 +151,51 @@ def test_bad_workload_files_are_a_one_line_usage_error(bench: pytest.Pytester, t
     (line,) = [x for x in result.stderr.lines if "error: argument" in x]
     assert message in line
     assert "Traceback" not in output(result) and "BadZipFile" not in output(result)
+
+
+# -- a config field the library refuses: the recorded error holds the cause, not only its heading ----------------
+
+
+def test_a_multi_line_error_keeps_the_lines_its_first_line_introduces() -> None:
+    from barkbench.measure.worker import classify
+
+    # transformers 5's strict config validation: the heading alone says nothing of what is wrong.
+    exc = ValueError(
+        "Validation error for field 'hidden_size':\n    TypeError: Field 'hidden_size' expected int, got str"
+    )
+    assert classify(exc).message == (
+        "ValueError: Validation error for field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str"
+    )
+    assert classify(RuntimeError("first line\nsecond line")).message == "RuntimeError: first line"
+    assert sources.first_line("a:\n\n  b:\n c\nd") == "a: b: c"
+
+
+def test_a_bad_config_field_is_recorded_with_its_cause(tiny_dir: Path, tmp_path: Path) -> None:
+    from conftest import running_stack
+
+    from barkbench.measure.runner import RunSpec
+    from barkbench.measure.worker import VariantFailed, WorkerProcess
+    from barkbench.variants import Variant
+
+    if running_stack() == "legacy":
+        pytest.skip("transformers 4.x raises a one-line error for this config (from torch, when the model is built)")
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["semantic_config"]["hidden_size"] = "wide"
+    (folder / "config.json").write_text(json.dumps(config))
+    spec = RunSpec(
+        source=sources.parse_model_source(str(folder)),
+        variant=Variant(),
+        workload=wl.Workload(semantic_max_new_tokens=8),
+        device_type="cpu",
+        threads=1,
+    )
+    with pytest.raises(VariantFailed) as info:
+        WorkerProcess(spec)
+    message = str(info.value)
+    assert "Validation error for field 'hidden_size': TypeError: Field 'hidden_size' expected int, got str" in message
+    assert "\n" not in message and "(traceback in " in message
 
 
 # -- budgets on a file that holds no barkbench benchmark: a wrong input, not a failed budget -------------------

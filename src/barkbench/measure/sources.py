@@ -39,6 +39,16 @@ class SourceError(RuntimeError):
     """A model source that cannot be loaded; the message names the problem and the fix."""
 
 
+def first_line(text: str) -> str:
+    """An error message's first line, with the lines that line introduces: a first line ending in ':' (transformers'
+    "Validation error for field 'hidden_size':") says nothing without its cause on the next, so they are joined."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    taken = lines[:1]
+    while taken and taken[-1].endswith(":") and len(taken) < len(lines):
+        taken.append(lines[len(taken)])
+    return " ".join(taken)
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """A parsed ``--bark-model`` value."""
@@ -253,7 +263,7 @@ def load_model(source: ModelSource, **kwargs: Any) -> Any:
         problem = folder_problem(Path(location))
         if problem is None and not isinstance(exc, SafetensorError):
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(str(exc)) or type(exc).__name__
         what = f"{problem.problem}; {problem.fix}" if problem else f"is corrupt ({first}); {_RESAVE}"
         raise SourceError(f"model folder {source.spec} {what}") from exc
 
@@ -397,7 +407,7 @@ def _check_hub(repo_id: str, hub_cache: Path | None) -> None:
 
 
 def _explain_load_error(source: ModelSource, exc: OSError) -> SourceError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(str(exc)) or type(exc).__name__
     if source.kind == "hub":
         return SourceError(
             f"cannot load {source.spec!r}: the hub is unreachable or offline and it is not in the local cache "

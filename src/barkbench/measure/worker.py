@@ -44,6 +44,7 @@ from typing import Any, Literal
 from barkbench.measure.oom_kills import OomKillCount, describe_sigkill, oom_kill_count, oom_killed
 from barkbench.measure.optimize import VariantUnsupported
 from barkbench.measure.runner import RoundResult, Runner, RunnerInfo, RunSpec, VariantRunner
+from barkbench.measure.sources import first_line
 
 #: How long a worker may take to start and load its model before the parent gives up.
 LOAD_TIMEOUT_S = 1800.0
@@ -124,8 +125,7 @@ Reply = Done | Failed
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
+    first = first_line(str(exc))
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
