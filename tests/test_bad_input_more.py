@@ -153,6 +153,64 @@ def test_bad_workload_files_are_a_one_line_usage_error(bench: pytest.Pytester, t
     assert "Traceback" not in output(result) and "BadZipFile" not in output(result)
 
 
+# -- a hub id the hub cannot be asked about: one line at start, not a 30 s failure per variant -----------------
+
+
+def test_an_uncached_hub_id_with_the_hub_unreachable_fails_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    # Online (no HF_HUB_OFFLINE), nothing cached, a hub address that refuses connections: the one look fails.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    repo_id = "barkbench-test/not-cached"
+    with pytest.raises(sources.SourceError) as info:
+        sources.check_source(sources.parse_model_source(repo_id), hub_cache=tmp_path / "empty")
+    message = str(info.value)
+    assert message.startswith(f"cannot load {repo_id!r}: it is not in the local hub cache {tmp_path / 'empty'} and ")
+    assert "the hub is unreachable ([Errno" in message and "\n" not in message
+    assert "HF_HUB_OFFLINE=1" in message and message.endswith("or use --bark-model tiny")
+
+
+def test_a_cached_hub_id_is_not_looked_up_online(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    def no_request(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a cached id needs no request")
+
+    monkeypatch.setattr(HfApi, "model_info", no_request)
+    repo_id = "barkbench-test/bark"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "config.json").write_text('{"model_type": "bark"}')
+    sources.check_source(sources.parse_model_source(repo_id), hub_cache=tmp_path)
+
+
+@pytest.mark.one_stack("current")
+def test_an_unreachable_hub_fails_the_session_once_before_any_variant(
+    bench: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # tests/conftest.py sets HF_HUB_OFFLINE=1; a user without it, and without network, gets one line at start.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # refuses at once, whatever network this machine has
+    model = "barkbench-test/not-cached"
+    result = run(bench, "--bark-model", model, "--bark-variants", "baseline;sdpa", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, output(result)
+    text = output(result)
+    (line,) = [x for x in text.splitlines() if x.startswith("ERROR:")]
+    assert line.startswith(f"ERROR: cannot load {model!r}: it is not in the local hub cache ")
+    assert "the hub is unreachable" in line and "HF_HUB_OFFLINE=1" in line
+    # Nothing ran: no variant's progress, no worker, no failure per variant.
+    assert "[barkbench]" not in text and "Traceback" not in text and "eager-fp32-bs1" not in text
+
+
 # -- a config field the library refuses: the recorded error holds the cause, not only its heading ----------------
 
 

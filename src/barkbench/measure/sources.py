@@ -365,8 +365,9 @@ def check_source(source: ModelSource, hub_cache: Path | None = None) -> None:
     """What can be known about ``source`` before a model loads, checked once at start (``SourceError``, one line
     with the fix): a folder's files (``folder_problem``); with the hub offline (HF_HUB_OFFLINE), that a hub id is
     in the local hub cache (``hub_cache``, default huggingface_hub's) and that its cached copy reads. Online, a hub
-    id is left to ``from_pretrained``, which downloads what is missing. Random sources are built in the cache,
-    whose writability is checked elsewhere. Imports neither torch nor transformers."""
+    id that is not cached is looked up once on the hub (one request, ``HUB_CHECK_TIMEOUT_S``); ``from_pretrained``
+    downloads what is missing. Random sources are built in the cache, whose writability is checked elsewhere.
+    Imports neither torch nor transformers."""
     if source.kind == "folder":
         problem = folder_problem(Path(source.spec))
         if problem:
@@ -387,11 +388,13 @@ def _check_hub(repo_id: str, hub_cache: Path | None) -> None:
             f"--bark-model {repo_id!r} is neither an existing folder nor a hub id ({first}); use a hub id such as "
             "suno/bark-small, a folder or 'tiny'"
         ) from None
-    if not constants.HF_HUB_OFFLINE:
-        return
     cache = hub_cache or Path(constants.HF_HUB_CACHE)
     fix = f"download it once with network access (hf download {repo_id}), or use --bark-model tiny"
     config = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+    if not constants.HF_HUB_OFFLINE:
+        if not isinstance(config, str):
+            _check_hub_answers(repo_id, cache)
+        return
     if not isinstance(config, str):
         raise SourceError(
             f"cannot load {repo_id!r}: the hub is offline (HF_HUB_OFFLINE) and it is not in the local hub cache "
@@ -404,6 +407,46 @@ def _check_hub(repo_id: str, hub_cache: Path | None) -> None:
             f"cannot load {repo_id!r}: the hub is offline (HF_HUB_OFFLINE) and its copy in the local hub cache "
             f"({snapshot}) {problem.problem}; {fix}"
         )
+
+
+#: The one look at the hub for an id that is not cached: long enough for a slow link, short beside the retries a
+#: download makes in every variant's worker (about 30 s each with no network).
+HUB_CHECK_TIMEOUT_S = 10.0
+
+
+def _check_hub_answers(repo_id: str, cache: Path) -> None:
+    """An id that is not in the local hub cache, online: one request, no retries, that the hub knows it. With no
+    network each variant's worker would otherwise retry its download for about 30 s and fail, one after another."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    where = f"cannot load {repo_id!r}: it is not in the local hub cache {cache} and"
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_CHECK_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise SourceError(
+            f"{where} the hub has no model of that name (or it is private: log in with `hf auth login`); check the "
+            "id, or use --bark-model tiny"
+        ) from None
+    except HfHubHTTPError as exc:
+        raise SourceError(
+            f"{where} the hub answered with an error ({first_line(str(exc))}); retry later, or use --bark-model tiny"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the connection's own error, whichever HTTP library raised it
+        why = _connection_problem(exc)
+        raise SourceError(
+            f"{where} the hub is unreachable ({why}); download it once with network access (hf download "
+            f"{repo_id}) and run with HF_HUB_OFFLINE=1, pass a hub id that is cached, or use --bark-model tiny"
+        ) from None
+
+
+def _connection_problem(exc: Exception) -> str:
+    """The system's words for a failed connection ("[Errno -2] Name or service not known"), which requests buries
+    in a retry error's repr; else the exception's first line."""
+    import re
+
+    errno = re.search(r"\[Errno -?\d+\] [^)\"'\]]+", str(exc))
+    return errno.group(0).strip() if errno else f"{type(exc).__name__}: {first_line(str(exc))[:160]}"
 
 
 def _explain_load_error(source: ModelSource, exc: OSError) -> SourceError:
