@@ -7,6 +7,7 @@ to either. Tiny model, 8 semantic tokens, one intra-op thread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -223,6 +224,42 @@ def test_the_worker_dies_with_a_killed_session(bench_pytester: pytest.Pytester, 
     os.kill(session.proc.pid, signal.SIGKILL)
     assert session.finish(30) == -signal.SIGKILL
     assert gone(worker), "the worker was left running as an orphan"
+
+
+def _model_builder(session: Session) -> psutil.Process:
+    """The child process ``sources.prebuild`` starts to build a random model (below the session's worker)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline and session.proc.poll() is None:
+        for child in psutil.Process(session.proc.pid).children(recursive=True):
+            try:
+                if any("ensure_random_model" in part for part in child.cmdline()):
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.05)
+    session.kill()
+    pytest.fail(f"no model builder process; output:\n{session.output}")
+
+
+@pytest.mark.one_stack("current")
+def test_the_model_builder_dies_with_an_interrupted_session(
+    bench_pytester: pytest.Pytester, sessions: list[Session], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    # An empty cache: the first variant's worker builds the model in a child process of its own. Stopped, the
+    # builder cannot finish on its own (as a 2 GB bark-small build takes seconds more): only its parent's death
+    # may end it, when Ctrl-C kills the worker. (SIGKILL, which the parent-death signal sends, ends a stopped one.)
+    monkeypatch.setenv("BARKBENCH_CACHE", str(tmp_path / "empty-cache"))
+    folder = bench_pytester.path
+    session = start(sessions, folder, "--bark-variants", "baseline")
+    builder = _model_builder(session)
+    try:
+        builder.send_signal(signal.SIGSTOP)
+        os.kill(session.proc.pid, signal.SIGINT)
+        assert session.finish(60) == pytest.ExitCode.INTERRUPTED, session.output
+        assert gone(builder), "the model builder outlived the interrupted session"
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            builder.kill()
 
 
 # -- a hung worker times out, a killed worker is reported as it died; the run goes on ---------------------------

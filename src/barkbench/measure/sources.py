@@ -138,14 +138,28 @@ def ensure_random_model(arch: str, root: Path | None = None) -> Path:
     with cache_lock(target):
         if (target / _COMPLETE_MARK).exists():
             return target
+        _remove_unfinished_builds(target)
         _build_random_model(arch, target)
     return target
+
+
+def _remove_unfinished_builds(target: Path) -> None:
+    """The temporary folders of builds that were killed before they finished (a builder dies with its parent):
+    under the lock no build of ``target`` is running, so every one left is garbage, up to gigabytes each."""
+    for leftover in target.parent.glob(f".{target.name}-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def prebuild(source: ModelSource) -> None:
     """Build a random model that is not built yet in a child process, so the process that measures it holds
     nothing of the build: a worker that built its own model read 7 % lower than the next one (module state the
-    build leaves behind moved into its baseline)."""
+    build leaves behind moved into its baseline).
+
+    The builder dies with its parent, as the workers do: it inherits a worker's ignored SIGINT, so a Ctrl-C that
+    kills the worker would otherwise leave it building (a 2 GB bark-small for seconds more) after pytest ended.
+    ``subprocess.run`` kills it on an interrupt of this process; the kernel's parent-death signal, requested before
+    the builder runs (``parent_death_signal``; elsewhere by the builder itself), on any death."""
     if source.kind != "random" or source.arch is None:
         return
     if (random_model_dir(source.arch) / _COMPLETE_MARK).exists():
@@ -153,8 +167,14 @@ def prebuild(source: ModelSource) -> None:
     import subprocess
     import sys
 
-    code = f"from barkbench.measure import sources; sources.ensure_random_model({source.arch!r})"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    from barkbench.measure.worker import parent_death_signal  # not at the top: the worker module imports this one
+
+    code = (
+        f"from barkbench.measure.worker import die_with_parent; die_with_parent({os.getpid()})\n"
+        f"from barkbench.measure import sources; sources.ensure_random_model({source.arch!r})"
+    )
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=parent_death_signal())
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         raise SourceError(f"building the random {source.arch!r} model in {cache_dir()} failed: {last}")

@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -171,8 +171,9 @@ def describe_exit(
     return f"exit code {exitcode}"
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Make sure this worker ends when its parent does, however the parent ends (SIGKILL included)."""
+def die_with_parent(parent_pid: int) -> None:
+    """Make sure this process (a worker, a model builder) ends when its parent does, however the parent ends
+    (SIGKILL included)."""
     libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
     if libc_name:
         libc = ctypes.CDLL(libc_name, use_errno=True)
@@ -189,11 +190,27 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)  # the parent died before the request above took effect
 
 
+def parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``subprocess`` (Linux; None elsewhere) that asks the kernel for SIGKILL when the parent
+    dies, in the child before it runs any code of its own: a child stopped or stuck in its interpreter's start-up,
+    before ``die_with_parent`` could run, dies with its parent too. Only a prctl call runs between fork and exec
+    (the library is resolved here, in the parent), as little as ``preexec_fn`` should do."""
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if not libc_name:
+        return None
+    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
+
+    def request() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return request
+
+
 def _worker_main(conn: Any, spec: RunSpec, parent_pid: int | None = None, log_path: str | None = None) -> None:
     # A terminal Ctrl-C reaches the whole process group; the parent decides what happens to this worker.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_pid is not None:
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     if log_path is not None:
         # Everything written to stderr, C libraries' messages included, goes to the log the parent names.
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
