@@ -256,6 +256,34 @@ def test_a_bad_config_field_is_recorded_with_its_cause(tiny_dir: Path, tmp_path:
     assert "\n" not in message and "(traceback in " in message
 
 
+# -- prompts a call never speaks: said once, at start ------------------------------------------------------------
+
+
+def test_the_unused_prompts_note_says_how_many_are_given_and_used() -> None:
+    fields = {"mode": "single", "prompts": tuple(f"Prompt {i}." for i in range(10_000))}
+    assert wl.unused_prompts_note("p.txt", fields, [1]) == (
+        "--bark-prompts p.txt gives 10000 prompts, but a call speaks as many as its batch size, the first 1: "
+        "9999 are never spoken; use a batch that holds them, or --bark-long-form to speak them all in sequence"
+    )
+    assert "the first 1 or 8: 9992 are never spoken" in (wl.unused_prompts_note("p.txt", fields, [8, 1, 8]) or "")
+    assert wl.unused_prompts_note("p.txt", {**fields, "mode": "long"}, [1]) is None  # long-form speaks them all
+    assert wl.unused_prompts_note("p.txt", {"mode": "single", "prompts": ("a", "b")}, [2]) is None
+    assert wl.unused_prompts_note(None, fields, [1]) is None  # the blog's prompts: the default, cycled
+
+
+@pytest.mark.one_stack("current")
+def test_a_prompts_file_longer_than_every_batch_is_warned_about_once(bench: pytest.Pytester, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"Prompt number {i}.\n" for i in range(10_000)))
+    result = run(bench, "--bark-prompts", str(prompts), "--bark-variants", "baseline;batch=2", "--collect-only")
+    lines = [x for x in output(result).splitlines() if "WARNING" in x and "--bark-prompts" in x]
+    assert lines == [
+        f"barkbench: WARNING: --bark-prompts {prompts} gives 10000 prompts, but a call speaks as many as its batch "
+        "size, the first 1 or 2: 9998 are never spoken; use a batch that holds them, or --bark-long-form to speak "
+        "them all in sequence"
+    ], output(result)
+
+
 # -- budgets on a file that holds no barkbench benchmark: a wrong input, not a failed budget -------------------
 
 

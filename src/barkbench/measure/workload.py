@@ -381,6 +381,24 @@ def workload_from_files(
     return fields
 
 
+def unused_prompts_note(prompts_file: str | None, fields: dict[str, Any], batch_sizes: list[int]) -> str | None:
+    """The warning for a prompts file longer than every batch (``fields``: ``workload_from_files``'s): a call speaks
+    as many prompts as its batch size, from the first, so the rest are never spoken. None when all are, or in
+    long-form mode (which speaks every prompt in sequence)."""
+    prompts = fields.get("prompts") or ()
+    if prompts_file is None or fields.get("mode") == "long" or not batch_sizes:
+        return None
+    largest = max(batch_sizes)
+    if len(prompts) <= largest:
+        return None
+    uses = " or ".join(str(size) for size in sorted(set(batch_sizes)))
+    return (
+        f"--bark-prompts {prompts_file} gives {len(prompts)} prompts, but a call speaks as many as its batch size, "
+        f"the first {uses}: {len(prompts) - largest} are never spoken; use a batch that holds them, or "
+        "--bark-long-form to speak them all in sequence"
+    )
+
+
 def resolve_history_prompt(voice: Voice | str | None, processor: Any, random_model: bool) -> dict[str, Any] | None:
     """The ``history_prompt`` for one call: a file's or synthetic preset's arrays, or a hub preset through the
     processor (which downloads suno's speaker_embeddings for real checkpoints)."""

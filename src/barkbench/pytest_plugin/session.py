@@ -24,7 +24,7 @@ from barkbench.measure import device as device_mod
 from barkbench.measure import engine, noise, schedule, sources
 from barkbench.measure.optimize import unsupported_reason
 from barkbench.measure.runner import RoundResult
-from barkbench.measure.workload import Workload, WorkloadError
+from barkbench.measure.workload import Workload, WorkloadError, unused_prompts_note
 from barkbench.pytest_plugin import benchmark_patches
 from barkbench.pytest_plugin.config import BenchConfig, BenchOptions
 from barkbench.pytest_plugin.progress import Progress
@@ -140,6 +140,15 @@ class BarkSession:
         if any("bark_variant" in getattr(item, "fixturenames", ()) for item in session.items):
             startup_checks(self.options)
             self._check_batch_memory()
+            self._warn_unused_prompts()
+
+    def _warn_unused_prompts(self) -> None:
+        """Once, at start: a prompts file longer than every batch leaves prompts unspoken (a call takes the first)."""
+        cfg = self.config
+        note = unused_prompts_note(self.options.prompts, cfg.workload_fields, [v.batch_size for v in cfg.variants])
+        reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
+        if note and reporter is not None:
+            reporter.write_line(f"barkbench: WARNING: {note}", yellow=True)
 
     def _check_batch_memory(self) -> None:
         """Refuse a batch whose lower-bound memory estimate exceeds the machine's memory; warn above what is free.
