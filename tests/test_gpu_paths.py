@@ -475,3 +475,69 @@ def test_the_gpu_workflow_runs_the_acceptance_and_the_tests_and_keeps_the_junit_
     script = (REPO / "dev.sh").read_text().split("gpu_acceptance() {", 1)[1].split("\n}\n", 1)[0]
     assert '-m barkbench acceptance "$out/tiny.json" "$out/random-bark-small.json"' in script
     assert '--junitxml="$out/tests.xml"' in script
+
+
+# -- issue 24 item 2: a CPU row never touches CUDA, in the process that measures it ------------------------------------
+
+#: torch.cuda / torch.accelerator functions that torch and transformers call in any CPU process without starting the
+#: driver: flags (``is_initialized``, ``_is_in_bad_fork``, ``_is_compiled``), seeding that is queued until CUDA
+#: starts (``manual_seed_all``: torch.cuda's ``_lazy_call``; torch.manual_seed and transformers' set_seed call it),
+#: and the build's accelerator type (``current_accelerator()``: "This API does NOT poison fork"; its
+#: check_available=True form calls is_available, which raises here). barkbench itself may call none of them.
+DRIVER_FREE = {
+    "cuda.is_initialized",
+    "cuda._is_in_bad_fork",
+    "cuda._is_compiled",
+    "cuda.manual_seed",
+    "cuda.manual_seed_all",
+    "accelerator.current_accelerator",
+}
+
+
+def _watch_device_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every torch.cuda / torch.accelerator function records (name, calling module); all but DRIVER_FREE raise, and
+    those too when barkbench calls them."""
+    import sys
+
+    import torch
+
+    calls: list[tuple[str, str]] = []
+
+    def watched(name: str, function: object) -> object:
+        def call(*args: object, **kwargs: object) -> object:
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            calls.append((name, caller))
+            if name not in DRIVER_FREE or caller.split(".")[0] == "barkbench":
+                raise AssertionError(f"torch.{name} called from {caller} while a CPU row runs")
+            return function(*args, **kwargs)  # type: ignore[operator]
+
+        return call
+
+    for module, prefix in ((torch.cuda, "cuda"), (getattr(torch, "accelerator", None), "accelerator")):
+        for name in dir(module) if module is not None else ():
+            value = getattr(module, name)
+            if name.startswith("__") or isinstance(value, type) or not callable(value):
+                continue
+            monkeypatch.setattr(module, name, watched(f"{prefix}.{name}", value))
+    return calls
+
+
+def test_a_cpu_row_makes_no_cuda_or_accelerator_call_in_its_process(tiny_source, monkeypatch):
+    """--bark-isolation off style: the runner in this process, loading, its memory call and a measured round."""
+    import torch
+
+    from barkbench.measure.runner import RunSpec, VariantRunner
+    from barkbench.measure.workload import Workload
+
+    initialized = torch.cuda.is_initialized
+    calls = _watch_device_calls(monkeypatch)
+    spec = RunSpec(tiny_source, Variant(), Workload(semantic_max_new_tokens=8), device_type="cpu", fixed_length=True)
+    runner = VariantRunner(spec)
+    try:
+        runner.prepare()
+        result = runner.generate()
+    finally:
+        runner.close()
+    assert result.seconds > 0 and result.memory_method == "cpu_peak_rss_memory_call"
+    assert not [call for call in calls if call[1].split(".")[0] == "barkbench"]
+    assert {name for name, _ in calls} <= DRIVER_FREE and not initialized()

@@ -191,24 +191,31 @@ def device_kind_and_index(device: Any) -> tuple[str, int | None]:
     return kind, int(index) if index.isdigit() else None
 
 
-def synchronize() -> None:
-    """Wait for queued device work, so a host clock read after it is honest. No-op on CPU, and in a process
-    that never initialized the accelerator (nothing can be queued there; and the check creates no context)."""
+def synchronize(device_type: str) -> None:
+    """Wait for the work queued on ``device_type``, so that a host clock read after it is honest.
+
+    The device is named by the caller, never found out: on CPU this returns before touching ``torch.cuda`` or
+    ``torch.accelerator``, because their queries start the CUDA driver in any process of a machine that has a GPU
+    (``torch.accelerator.is_available()`` and ``torch.cuda.device_count()`` ask the driver for its devices), and the
+    driver's host memory would then count in a CPU row's figures (issue 24 item 2)."""
+    if device_type == "cpu":
+        return  # CPU work is done when the call returns: nothing is queued
     import torch
 
-    if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+    if device_type == "cuda":
+        torch.cuda.synchronize()  # the current device's queued work, all streams (torch.cuda.synchronize docs)
         return
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None and accelerator.is_available() and accelerator.current_accelerator().type != "cuda":
-        accelerator.synchronize()
+    module = getattr(torch, device_type, None)
+    wait = getattr(module, "synchronize", None)
+    if wait is not None:  # torch.xpu.synchronize, torch.mps.synchronize, ...
+        wait()
 
 
-def synchronized_perf_counter() -> float:
-    """A clock read after the device's queued work, for timing inside the process that runs the model (the worker's
-    trackers). The pytest process times its round trip to the worker with plain ``time.perf_counter``: the
-    worker has synchronized before it answers, and the parent has no device work to wait for."""
-    synchronize()
+def synchronized_perf_counter(device_type: str = "cpu") -> float:
+    """A clock read after ``device_type``'s queued work, for timing inside the process that runs the model. The
+    pytest process times its round trip to the worker with plain ``time.perf_counter``: the worker has synchronized
+    before it answers, and the parent has no device work to wait for."""
+    synchronize(device_type)
     return time.perf_counter()
 
 

@@ -111,17 +111,17 @@ def cache_key(
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16], parts
 
 
-def _best_seconds(run: Callable[[], object], repeats: int, budget_s: float = BUDGET_S) -> float:
+def _best_seconds(run: Callable[[], object], repeats: int, device_type: str, budget_s: float = BUDGET_S) -> float:
     """Shortest of up to ``repeats`` timed runs after one warm-up (first-touch page faults, kernel selection);
     stops early, after two timed runs at least, once ``budget_s`` is spent, so a slow kernel keeps the probe short."""
     run()
     best = float("inf")
     spent = 0.0
     for done in range(repeats):
-        device_mod.synchronize()
+        device_mod.synchronize(device_type)  # named: a CPU probe never queries CUDA (issue 24 item 2)
         start = time.perf_counter()
         run()
-        device_mod.synchronize()
+        device_mod.synchronize(device_type)
         elapsed = time.perf_counter() - start
         best, spent = min(best, elapsed), spent + elapsed
         if done >= 1 and spent > budget_s:
@@ -145,7 +145,7 @@ def _copy_seconds(elements: int, dtype: Any, dev: Any, repeats: int) -> float:
 
     src = torch.full((elements,), 0.5, dtype=dtype, device=dev)
     dst = torch.empty_like(src)
-    return _best_seconds(functools.partial(dst.copy_, src), repeats)
+    return _best_seconds(functools.partial(dst.copy_, src), repeats, src.device.type)
 
 
 def _gemm_rate(
@@ -167,15 +167,15 @@ def _gemm_rate(
 
     def once(rows: int) -> float:
         a = torch.full((rows, k), 0.5, dtype=dtype, device=dev)
-        device_mod.synchronize()
+        device_mod.synchronize(a.device.type)
         start = time.perf_counter()
         product(a)
-        device_mod.synchronize()
+        device_mod.synchronize(a.device.type)
         return time.perf_counter() - start
 
     m = _gemm_rows(once, m)
     a = torch.full((m, k), 0.5, dtype=dtype, device=dev)
-    seconds = _best_seconds(functools.partial(product, a), repeats)
+    seconds = _best_seconds(functools.partial(product, a), repeats, a.device.type)
     return 2 * m * k * n / seconds, [m, k, n]
 
 
@@ -253,7 +253,7 @@ def measure(
                 for product, activation in zip(products, inputs, strict=True):
                     product(activation)
 
-            seconds = _best_seconds(step, repeats)
+            seconds = _best_seconds(step, repeats, x.device.type)
             kernel[stage] = seconds
             gemv_rates.append(sum(rows * cols for rows, cols in shape_list) * weight_bytes / seconds)
             del products, inputs, x, wide, step  # the next stage's weights should not sit beside these

@@ -257,7 +257,7 @@ class VariantRunner:
             if track_memory
             else contextlib.nullcontext(self._trackers.PeakMemory())
         )
-        latency = self._trackers.LatencyTracker()
+        latency = self._trackers.LatencyTracker(self.spec.device_type)
         # The stage tracker is entered first: installing its wrappers is not part of the timed call.
         stage_tracker = StageTracker(self.model, self.spec.device_type, baseline_bytes=self._baseline)
         with torch.inference_mode(), stage_tracker as stages, memory as mem, latency as lat:

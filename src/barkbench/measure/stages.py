@@ -148,7 +148,7 @@ def _peak_so_far(device_type: str) -> int:
         return trackers.peak_rss()
     import torch
 
-    synchronize()
+    synchronize(device_type)
     return int(getattr(torch, device_type).max_memory_allocated())
 
 
@@ -171,7 +171,7 @@ def _stage_peak(device_type: str, baseline_bytes: int) -> Iterator[list[int]]:
     else:
         import torch
 
-        synchronize()
+        synchronize(device_type)
         getattr(torch, device_type).reset_peak_memory_stats()
     yield result
     result[0] = max(0, _peak_so_far(device_type) - baseline_bytes)
@@ -223,7 +223,7 @@ class StageTracker:
         reading = _peak_so_far(self.device_type) if self._resettable else trackers.current_rss()
         self._peak_abs = max(self._peak_abs, reading)
         memory = _stage_peak(self.device_type, self.baseline_bytes or 0)
-        latency = trackers.LatencyTracker()
+        latency = trackers.LatencyTracker(self.device_type)
         with memory as peak, latency as lat:
             yield figures
         figures.seconds += lat.seconds

@@ -146,18 +146,20 @@ class Latency:
 
 
 class LatencyTracker:
-    """Wall time of the block, the device synchronized at both ends."""
+    """Wall time of the block; an accelerator is synchronized at both ends (the host clock must not stop while the
+    block's kernels are still queued). ``device_type`` is named by the caller: on CPU no device query is made."""
 
-    def __init__(self) -> None:
+    def __init__(self, device_type: str = "cpu") -> None:
+        self.device_type = device_type
         self.result = Latency()
 
     def __enter__(self) -> Latency:
-        synchronize()
+        synchronize(self.device_type)
         self._start = time.perf_counter()
         return self.result
 
     def __exit__(self, *exc: object) -> None:
-        synchronize()
+        synchronize(self.device_type)
         self.result.seconds = time.perf_counter() - self._start
 
 
@@ -216,7 +218,7 @@ class MemoryTracker:
                 self._poller.start()
                 self.result.method = "cpu_rss_poll_1ms"
         else:
-            synchronize()
+            synchronize(self.device_type)
             module = self._accelerator()
             module.reset_peak_memory_stats()
             start = int(module.memory_allocated())
@@ -229,7 +231,7 @@ class MemoryTracker:
             polled = self._poller.stop() if self._poller is not None else None
             peak = polled or peak_rss()
         else:
-            synchronize()
+            synchronize(self.device_type)
             peak = int(self._accelerator().max_memory_allocated())
         self.result.peak_bytes = max(0, peak - self.result.baseline_bytes)
 
