@@ -541,3 +541,18 @@ def test_a_cpu_row_makes_no_cuda_or_accelerator_call_in_its_process(tiny_source,
     assert result.seconds > 0 and result.memory_method == "cpu_peak_rss_memory_call"
     assert not [call for call in calls if call[1].split(".")[0] == "barkbench"]
     assert {name for name, _ in calls} <= DRIVER_FREE and not initialized()
+
+
+# -- issue 24 item 3: no host read of a device mask in barkbench's SDPA ------------------------------------------------
+
+
+def test_sdpa_applies_a_device_mask_without_reading_it():
+    import torch
+
+    from barkbench import sdpa
+
+    # A meta tensor stands in for a GPU's: reading its values (bool(), .any()) would raise, as it would sync there.
+    mask = torch.zeros(2, 1, 1, 9, device="meta")
+    assert sdpa._masks_something(mask)  # applied as given: exact either way
+    # On the CPU the check still reads it (no device to wait for) and takes the fast path for an all-attended mask.
+    assert not sdpa._masks_something(torch.zeros(2, 1, 1, 9)) and sdpa._masks_something(torch.full((1, 9), -1e9))

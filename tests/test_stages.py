@@ -6,8 +6,10 @@ import json
 
 import pytest
 import torch
+from conftest import running_stack
 
 from barkbench.measure import stages
+from barkbench.measure.optimize import cache as cache_axis
 from barkbench.measure.runner import RunSpec, VariantRunner
 from barkbench.measure.workload import Workload
 from barkbench.variants import Variant
@@ -17,6 +19,8 @@ TOKENS = 12
 SEMANTIC_EOS = 10_000
 #: Unbiased lm_head calls before EOS is forced: the prefill plus 4 one-token steps, i.e. 5 semantic tokens.
 EOS_AFTER_CALLS = 5
+#: A stage's counts (what a tracker on another device must count the same).
+COUNTS = ("tokens", "forwards", "key_positions")
 
 
 def _runner(tiny_source, batch_size: int = 1, fixed_length: bool = True, tokens: int = TOKENS) -> VariantRunner:
@@ -232,3 +236,168 @@ def test_report_shows_a_per_stage_table_when_the_results_have_stages():
     # 4 stages of 1 s, 64 tokens/s in semantic and coarse, 2 MB per stage, RTF = 4 s / 2 s.
     assert row == "| `eager-fp32-bs1` | 1.00 | 1.00 | 1.00 | 1.00 | 64.0 | 64.0 | 2 / 2 / 2 / 2 | 2.00 |"
     assert "sdpa-fp32-bs1" not in table
+
+
+# -- no host sync inside the call: CUDA events at the stage boundaries, device counts read after it (issue 24) -----
+
+
+class _CudaStandIn:
+    """torch.cuda as the stage tracker uses it, on a CPU machine: timing events, one synchronize, the allocator's
+    host-side counters. ``log`` keeps the order of the timing calls; the model itself runs on the CPU."""
+
+    MILLISECONDS = 7.0
+    RESERVED = 3 << 20
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log: list[str] = []
+        self.resets = 0
+        log = self.log
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                assert enable_timing
+                self.recorded = False
+
+            def record(self, stream: object = None) -> None:
+                self.recorded = True
+                log.append("record")
+
+            def elapsed_time(self, end: object) -> float:
+                assert "synchronize" in log, "read before the device finished"
+                return _CudaStandIn.MILLISECONDS
+
+        cuda = torch.cuda
+        monkeypatch.setattr(cuda, "Event", Event)
+        monkeypatch.setattr(cuda, "synchronize", lambda device=None: log.append("synchronize"))
+        monkeypatch.setattr(cuda, "reset_peak_memory_stats", self._reset)
+        monkeypatch.setattr(cuda, "max_memory_allocated", lambda device=None: 2 << 20)
+        monkeypatch.setattr(cuda, "max_memory_reserved", lambda device=None: self.RESERVED)
+        monkeypatch.setattr(cuda, "memory_allocated", lambda device=None: 1 << 20)
+
+    def _reset(self, device: object = None) -> None:
+        self.resets += 1
+
+
+def _call_kwargs(runner: VariantRunner) -> dict:
+    return {
+        **runner.inputs,
+        **runner.spec.workload.call_kwargs(),
+        "return_output_lengths": True,
+        **stages.fixed_length_kwargs(runner.spec.workload.semantic_max_new_tokens),
+    }
+
+
+def _tracked_call(runner: VariantRunner, device_type: str) -> stages.StageTracker:
+    runner.prepare()
+    tracker = stages.StageTracker(runner.model, device_type, baseline_bytes=0)
+    with torch.inference_mode(), tracker:
+        runner.model.generate(**_call_kwargs(runner))
+    return tracker
+
+
+def test_the_cuda_stage_tracker_records_events_and_synchronizes_once_per_call(runner, monkeypatch):
+    on_cpu = _tracked_call(runner, "cpu").as_dict()
+    cuda = _CudaStandIn(monkeypatch)
+    tracker = _tracked_call(runner, "cuda")
+    # Two events per stage, recorded while the call runs; the one synchronize comes after the last of them.
+    assert cuda.log == ["record"] * 2 * len(stages.STAGES) + ["synchronize"]
+    assert cuda.resets == len(stages.STAGES)  # each stage's allocator peak, reset without a synchronize
+    for name, figures in tracker.as_dict().items():
+        assert figures["seconds"] == pytest.approx(_CudaStandIn.MILLISECONDS / 1000), name
+        # The counts are the CPU tracker's: the same seeded call.
+        counts = {k: v for k, v in figures.items() if k not in ("seconds", "peak_memory_bytes")}
+        assert counts == {k: v for k, v in on_cpu[name].items() if k not in ("seconds", "peak_memory_bytes")}
+        assert figures["peak_memory_bytes"] == 2 << 20
+
+
+def test_a_failed_call_leaves_the_events_unread(runner, monkeypatch):
+    def fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("device-side assert")
+
+    cuda = _CudaStandIn(monkeypatch)
+    monkeypatch.setattr(runner.model.coarse_acoustics, "generate", fails)  # the coarse stage fails once started
+    runner.prepare()
+    tracker = stages.StageTracker(runner.model, "cuda", baseline_bytes=0)
+    with pytest.raises(RuntimeError, match="device-side assert"), torch.inference_mode(), tracker:
+        runner.model.generate(**_call_kwargs(runner))
+    # The semantic stage's two events and the coarse stage's start; no synchronize after the error (the device may
+    # not answer, and a second error would hide the first) and no reading.
+    assert cuda.log == ["record"] * 3
+    assert vars(runner.model.coarse_acoustics)["generate"] is fails  # the tracker put back what it found
+
+
+class _ReadCounted(torch.Tensor):
+    """A stand-in for a count held on a GPU: every host read (what would be a device sync) is counted."""
+
+    reads = 0
+
+    def __int__(self) -> int:
+        _ReadCounted.reads += 1
+        return super().__int__()
+
+    def item(self) -> object:
+        _ReadCounted.reads += 1
+        return super().item()
+
+    def __bool__(self) -> bool:
+        _ReadCounted.reads += 1
+        return super().__bool__()
+
+
+class _StaticLikeCache:
+    """A cache whose length, like transformers 5's StaticCache, is a device tensor updated in place."""
+
+    def __init__(self) -> None:
+        self.length = torch.tensor(0).as_subclass(_ReadCounted)
+
+    def get_seq_length(self) -> torch.Tensor:
+        return self.length
+
+
+def test_the_forward_hook_reads_no_device_count_per_forward(monkeypatch):
+    monkeypatch.setattr(stages, "_on_device", lambda value: isinstance(value, _ReadCounted))
+    figures, deferred = stages.StageFigures(), stages._Deferred()
+    hook = stages._forward_counter(figures, deferred)
+    cache = _StaticLikeCache()
+    _ReadCounted.reads = 0
+    hook(None, (), {"input_ids": torch.ones(2, 5, dtype=torch.long), "cache": cache})  # prefill of 5
+    cache.length.add_(5)  # in place, as StaticLayer.update does
+    for _ in range(20):  # one-token steps
+        hook(None, (), {"input_ids": torch.ones(2, 1, dtype=torch.long), "cache": cache})
+        cache.length.add_(1)
+    assert _ReadCounted.reads == 0 and figures.forwards == 21 and figures.key_positions == 0
+    deferred.resolve()
+    assert _ReadCounted.reads == 1  # one read for the whole call, after it
+    # Batch 2: the prefill attends 5 positions, step k (0-based) 5 + k + 1: each as it was, not the final length.
+    assert figures.key_positions == 2 * (5 + sum(5 + k + 1 for k in range(20)))
+
+
+def test_a_count_is_deferred_only_when_it_lives_on_a_device():
+    assert not stages._on_device(3) and not stages._on_device(torch.tensor(3))
+    assert stages._on_device(torch.tensor(3, device="meta"))  # anything but the CPU: reading it would wait
+
+
+@pytest.mark.skipif(running_stack() == "legacy", reason="static cache: transformers 5 only")
+def test_a_static_cache_call_counts_the_same_when_every_count_is_deferred(tiny_source, monkeypatch):
+    spec = RunSpec(
+        source=tiny_source,
+        variant=Variant(kv_cache="static"),
+        workload=Workload(semantic_max_new_tokens=TOKENS),
+        device_type="cpu",
+        fixed_length=True,
+    )
+    static = VariantRunner(spec)
+    try:
+        kwargs = {**_call_kwargs(static), **cache_axis.generate_kwargs(spec.variant)}
+        figures = []
+        for defer in (False, True):
+            if defer:  # every tensor count taken as a device's: kept unread until the call is over
+                monkeypatch.setattr(stages, "_on_device", lambda value: isinstance(value, torch.Tensor))
+            static.prepare()
+            tracker = stages.StageTracker(static.model, "cpu", baseline_bytes=0)
+            with torch.inference_mode(), tracker:
+                static.model.generate(**kwargs)
+            figures.append({n: {k: v for k, v in f.items() if k in COUNTS} for n, f in tracker.as_dict().items()})
+    finally:
+        static.close()
+    assert figures[0] == figures[1] and figures[0]["semantic"]["key_positions"] > 0

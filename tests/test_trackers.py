@@ -144,3 +144,102 @@ def test_mapped_weight_files_are_made_resident_and_other_maps_are_not(tmp_path):
     assert covered == size
     # Every page of the weight file became resident, and none of the other file's 32 MiB.
     assert size - TOLERANCE <= grown <= size + SLACK
+
+
+# -- no device call on CPU, and the clocks of a call on each device (issue 24 items 2 and 3) -----------------------
+
+
+def _forbid_device_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda / torch.accelerator queries raise: the ones that start the CUDA driver on a GPU machine."""
+    import torch
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a device query from a CPU tracker")
+
+    for name in ("synchronize", "is_available", "device_count", "current_device", "is_initialized"):
+        monkeypatch.setattr(torch.cuda, name, forbidden)
+    if hasattr(torch, "accelerator"):
+        for name in ("is_available", "synchronize", "device_count", "current_accelerator"):
+            monkeypatch.setattr(torch.accelerator, name, forbidden, raising=False)
+
+
+def test_cpu_trackers_and_clock_make_no_device_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from barkbench.measure import device
+
+    _forbid_device_calls(monkeypatch)
+    device.synchronize("cpu")
+    with trackers.LatencyTracker("cpu") as latency, trackers.MemoryTracker("cpu") as peak:
+        sum(range(10_000))
+    clock = trackers.stage_clock("cpu")
+    start = clock.mark()
+    clock.settle()
+    assert isinstance(clock, trackers.HostClock) and clock.seconds(start, clock.mark()) >= 0
+    assert latency.seconds > 0 and peak.method in {"cpu_peak_rss", "cpu_rss_poll_1ms"}
+
+
+class FakeCudaTiming:
+    """Stand-ins for torch.cuda.Event and torch.cuda.synchronize that count what is called, in order."""
+
+    def __init__(self, milliseconds: float = 5.0) -> None:
+        self.log: list[str] = []
+        self.milliseconds = milliseconds
+        fake = self
+
+        class Event:
+            def __init__(self, enable_timing: bool = False) -> None:
+                assert enable_timing, "a timing event needs enable_timing=True"
+                self.recorded = False
+
+            def record(self, stream: object = None) -> None:
+                self.recorded = True
+                fake.log.append("record")
+
+            def elapsed_time(self, end: object) -> float:
+                # CUDA refuses an event that has not completed: only after the synchronize.
+                assert self.recorded and getattr(end, "recorded", False) and "synchronize" in fake.log
+                fake.log.append("elapsed_time")
+                return fake.milliseconds
+
+        self.Event = Event
+
+    def synchronize(self, device: object = None) -> None:
+        self.log.append("synchronize")
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "Event", self.Event)
+        monkeypatch.setattr(torch.cuda, "synchronize", self.synchronize)
+
+
+def test_cuda_event_clock_records_at_each_mark_and_synchronizes_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCudaTiming(milliseconds=12.5)
+    fake.install(monkeypatch)
+    clock = trackers.stage_clock("cuda")
+    assert isinstance(clock, trackers.CudaEventClock)
+    marks = [clock.mark() for _ in range(8)]  # four stages' boundaries
+    assert fake.log == ["record"] * 8  # nothing waits while the call runs
+    clock.settle()
+    seconds = [clock.seconds(marks[i], marks[i + 1]) for i in range(0, 8, 2)]
+    assert seconds == [0.0125] * 4
+    assert fake.log.count("synchronize") == 1 and fake.log.index("synchronize") == 8
+
+
+def test_cuda_latency_tracker_synchronizes_at_both_ends_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeCudaTiming()
+    fake.install(monkeypatch)
+    with trackers.LatencyTracker("cuda") as latency:
+        assert fake.log == ["synchronize"]
+    assert fake.log == ["synchronize", "synchronize"] and latency.seconds >= 0
+
+
+def test_other_accelerators_keep_a_synchronized_host_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    from barkbench.measure import device
+
+    waited: list[str] = []
+    monkeypatch.setattr(trackers, "synchronize", waited.append)
+    clock = trackers.stage_clock("xpu")
+    assert isinstance(clock, trackers.SynchronizedClock)
+    assert clock.seconds(clock.mark(), clock.mark()) >= 0 and waited == ["xpu", "xpu"]
+    monkeypatch.setattr(device, "synchronize", lambda kind: waited.append(f"device:{kind}"))
+    assert device.synchronized_perf_counter("xpu") > 0 and waited[-1] == "device:xpu"

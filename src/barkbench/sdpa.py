@@ -25,7 +25,9 @@ weights), decided from the call's own arguments: concurrent calls on one module 
 
 The fast path is what BetterTransformer ran: no explicit mask when there is no padding, ``is_causal`` only when the
 query covers every key, no mask at all for a one-token query. Padding, or a multi-token query over a cache, takes
-an explicit float mask instead.
+an explicit float mask instead. Whether a given mask masks anything is read on the CPU only: on a GPU that read
+would be a host sync per forward, so a mask given there is applied as it is (transformers 5 gives none without
+padding).
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 # One entry: the mask last checked and whether it masks anything. Every layer of one forward call receives the same
-# mask object, so this is one check (one device sync) per forward call instead of one per layer.
+# mask object, so this is one check per forward call instead of one per layer (CPU masks only: see below).
 _last_checked: tuple[weakref.ref[torch.Tensor], int, bool] | None = None
 
 
@@ -142,6 +144,11 @@ def _masks_something(mask: torch.Tensor) -> bool:
     global _last_checked
     if torch.compiler.is_compiling():
         # A data-dependent branch would break the graph; the explicit mask is exact either way.
+        return True
+    if mask.device.type != "cpu":
+        # Reading a device mask's values on the host waits for the device: one sync per forward inside the decode
+        # loop (issue 24 item 3). The explicit mask is exact either way, so on a device it is always used: the fast
+        # path then comes only from transformers passing no mask (transformers 5 drops an all-attended one).
         return True
     # Inference tensors have no version counter; they cannot be changed in place outside inference mode, and the
     # models build a new mask tensor for every forward call.

@@ -4,8 +4,13 @@
 ``self.coarse_acoustics.generate``, ``self.fine_acoustics.generate`` and ``self.codec_decode`` — and each
 sub-model's ``generate`` builds its own logits processors, so nothing can be injected from outside to observe
 them. ``StageTracker`` instead shadows those four methods *on the instance* for the duration of one call (an
-instance attribute wins over the class method; removing it restores the class method), and times each with the
-device synchronized at both ends, tracks its peak memory and counts what it produced.
+instance attribute wins over the class method; removing it restores the class method), times each, tracks its peak
+memory and counts what it produced.
+
+Nothing here waits for the device inside the call (issue 24 item 3): a stage's boundaries are marks of a
+``trackers.StageClock`` (CUDA events on a GPU, ``perf_counter`` on CPU) turned into seconds once the call is over;
+the allocator's peaks are host-side counters; and a count that only a device tensor holds (the semantic tokens, a
+static cache's length in the per-forward hook) is kept as a device tensor and read once at the end (``_Deferred``).
 
 What falls between the stages (building the generation configs, splitting kwargs, padding the audio of a batch,
 the CPU-offload hook moving the codec to the device) is not attributed to any stage: ``unattributed_seconds``
@@ -23,7 +28,6 @@ from typing import Any
 
 from barkbench.bark import COARSE_CODEBOOKS, DECODE_STAGES, SEMANTIC_PAD_TOKEN, STAGE_CALLS, STAGE_SUBMODELS, STAGES
 from barkbench.measure import trackers
-from barkbench.measure.device import synchronize
 
 # The stages (``bark.STAGES``, the keys of ``extra_info["stages"]``) and the method ``BarkModel.generate`` calls
 # for each (``bark.STAGE_CALLS``) are Bark's facts.
@@ -80,17 +84,22 @@ def fixed_length_kwargs(semantic_tokens: int) -> dict[str, int]:
     return {"semantic_max_new_tokens": semantic_tokens, "semantic_min_new_tokens": semantic_tokens}
 
 
-def _semantic_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
+#: A count: a Python int, or a 0-d tensor where only the device holds it (``_Deferred`` reads it after the call).
+Count = Any
+
+
+def _semantic_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> Count:
     config = kwargs.get("semantic_generation_config")
     pad = getattr(config, "semantic_pad_token", SEMANTIC_PAD_TOKEN)
-    # Counted as soon as the stage returns: the coarse stage later overwrites the EOS/pad ids in place.
-    return int((output != pad).sum())
+    # Counted as soon as the stage returns: the coarse stage later overwrites the EOS/pad ids in place. On a device
+    # the sum is queued on the stream before the coarse stage's kernels, so it counts the ids as they are now.
+    return (output != pad).sum()
 
 
-def _coarse_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
+def _coarse_tokens(output: Any, args: tuple, kwargs: dict[str, Any]) -> Count:
     if isinstance(output, tuple):
         # return_output_lengths=True: (tokens, per-sample lengths in coarse tokens).
-        return int(output[1].sum())
+        return output[1].sum()
     return int(output.numel())
 
 
@@ -108,16 +117,54 @@ def _codec_samples(output: Any, args: tuple, kwargs: dict[str, Any]) -> int:
     return int(output.numel())
 
 
-def _past_length(kwargs: dict[str, Any]) -> int:
+def _past_length(kwargs: dict[str, Any]) -> Count:
+    """The cache's length before this forward: an int, or a device tensor (never read here)."""
     cache = kwargs.get("cache", kwargs.get("past_key_values"))
     if cache is None:
         return 0
-    if hasattr(cache, "get_seq_length"):  # a transformers Cache
-        return int(cache.get_seq_length())
-    return int(cache[0][0].shape[-2])  # legacy tuple of (key, value) per layer
+    if hasattr(cache, "get_seq_length"):
+        # A transformers Cache: a DynamicCache answers an int from a shape; a StaticCache (transformers 5) its
+        # ``cumulative_length`` tensor, on the cache's device — int() of it would be a host sync per forward.
+        return cache.get_seq_length()
+    return int(cache[0][0].shape[-2])  # legacy tuple of (key, value) per layer: a shape
 
 
-def _forward_counter(figures: StageFigures) -> Callable[..., None]:
+def _on_device(value: Any) -> bool:
+    """Whether reading ``value`` on the host would wait for a device (a tensor anywhere but on the CPU)."""
+    import torch
+
+    return isinstance(value, torch.Tensor) and value.device.type != "cpu"
+
+
+class _Deferred:
+    """Counts added to ``StageFigures`` fields: a host value at once (CPU behaviour as before), a device tensor kept
+    and read after the call, all of one field in one transfer (``resolve``)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[int, str], tuple[StageFigures, list[tuple[Any, int]]]] = {}
+
+    def add(self, figures: StageFigures, field: str, value: Count, scale: int = 1) -> None:
+        """Add ``scale * value`` to ``figures.<field>``. A device tensor must be one nothing changes later (a fresh
+        result such as ``length + n``, never a static cache's own ``cumulative_length``, updated in place)."""
+        if not _on_device(value):
+            setattr(figures, field, getattr(figures, field) + scale * int(value))
+            return
+        self._pending.setdefault((id(figures), field), (figures, []))[1].append((value, scale))
+
+    def resolve(self) -> None:
+        """After the device has finished the call: add what was deferred (one device-to-host copy per field)."""
+        import torch
+
+        for (_, field), (figures, values) in self._pending.items():
+            by_scale: dict[int, list[Any]] = {}
+            for value, scale in values:
+                by_scale.setdefault(scale, []).append(value.reshape(()).to(torch.int64))
+            total = sum(scale * int(torch.stack(group).sum()) for scale, group in by_scale.items())
+            setattr(figures, field, getattr(figures, field) + total)
+        self._pending.clear()
+
+
+def _forward_counter(figures: StageFigures, deferred: _Deferred) -> Callable[..., None]:
     def count(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
         tensor = kwargs.get("input_ids")
         for name in ("inputs_embeds", "input_embeds"):  # the name transformers 5 / 4.x give the prefill's embeddings
@@ -128,12 +175,13 @@ def _forward_counter(figures: StageFigures) -> Callable[..., None]:
         if tensor is None:
             return
         figures.forwards += 1
-        figures.key_positions += int(tensor.shape[0]) * (_past_length(kwargs) + int(tensor.shape[1]))
+        # Shapes are host values; the past length may be a device tensor, kept unread (no sync per forward).
+        deferred.add(figures, "key_positions", _past_length(kwargs) + int(tensor.shape[1]), int(tensor.shape[0]))
 
     return count
 
 
-_COUNTERS: dict[str, Callable[[Any, tuple, dict[str, Any]], int]] = {
+_COUNTERS: dict[str, Callable[[Any, tuple, dict[str, Any]], Count]] = {
     "semantic": _semantic_tokens,
     "coarse": _coarse_tokens,
     "fine": _fine_tokens,
@@ -148,7 +196,7 @@ def _peak_so_far(device_type: str) -> int:
         return trackers.peak_rss()
     import torch
 
-    synchronize(device_type)
+    # No synchronize: the caching allocator's statistics are host-side counters, current when read.
     return int(getattr(torch, device_type).max_memory_allocated())
 
 
@@ -171,8 +219,7 @@ def _stage_peak(device_type: str, baseline_bytes: int) -> Iterator[list[int]]:
     else:
         import torch
 
-        synchronize(device_type)
-        getattr(torch, device_type).reset_peak_memory_stats()
+        getattr(torch, device_type).reset_peak_memory_stats()  # host-side, as the reading (no synchronize)
     yield result
     result[0] = max(0, _peak_so_far(device_type) - baseline_bytes)
 
@@ -185,6 +232,10 @@ class StageTracker:
     accelerator) when it starts; ``peak_bytes`` folds in what was reached before every reset, so it is the
     whole block's peak and callers combine it with their own tracker's reading — entered inside this block,
     since the stages' resets would otherwise cut into it unseen.
+
+    Stage times are marks of ``trackers.stage_clock(device_type)`` taken at the stage boundaries and turned into
+    seconds when the block exits (after one synchronize on CUDA); counts held by device tensors are read then too.
+    The figures are complete once the block has exited without an error.
     """
 
     def __init__(self, model: Any, device_type: str = "cpu", baseline_bytes: int | None = None) -> None:
@@ -196,6 +247,10 @@ class StageTracker:
         self._resettable = True
         self._installed: list[tuple[Any, str, bool, Any]] = []
         self._hooks: list[Any] = []
+        self._clock = trackers.stage_clock(device_type)
+        #: Each stage call's figures and its start and end marks, turned into seconds at exit.
+        self._intervals: list[tuple[StageFigures, Any, Any]] = []
+        self._deferred = _Deferred()
 
     # -- results ---------------------------------------------------------------------------------------------
     @property
@@ -222,11 +277,11 @@ class StageTracker:
         # Without a resettable high-water mark, VmHWM is the process's lifetime peak: use the current RSS.
         reading = _peak_so_far(self.device_type) if self._resettable else trackers.current_rss()
         self._peak_abs = max(self._peak_abs, reading)
-        memory = _stage_peak(self.device_type, self.baseline_bytes or 0)
-        latency = trackers.LatencyTracker(self.device_type)
-        with memory as peak, latency as lat:
+        with _stage_peak(self.device_type, self.baseline_bytes or 0) as peak:
+            start = self._clock.mark()
             yield figures
-        figures.seconds += lat.seconds
+            end = self._clock.mark()
+        self._intervals.append((figures, start, end))
         figures.peak_memory_bytes = max(figures.peak_memory_bytes, peak[0])
         figures.calls += 1
 
@@ -237,8 +292,8 @@ class StageTracker:
         def measured(*args: Any, **kwargs: Any) -> Any:
             with self._measure(stage) as figures:
                 output = method(*args, **kwargs)
-            # Counted outside the timed region; it reads a few small tensors.
-            figures.tokens += count(output, args, kwargs)
+            # Counted outside the stage's interval; a device tensor's count is read after the call.
+            self._deferred.add(figures, "tokens", count(output, args, kwargs))
             return output
 
         return measured
@@ -264,7 +319,7 @@ class StageTracker:
         # The decode stages' sub-model forwards are counted (``StageFigures.forwards``). The fine model's
         # ``generate`` calls ``self.forward`` directly, past any hook; its work follows from its shapes.
         for stage in DECODE_STAGES:
-            hook = _forward_counter(self.stages[stage])
+            hook = _forward_counter(self.stages[stage], self._deferred)
             sub_model = getattr(self.model, STAGE_SUBMODELS[stage].attribute)
             self._hooks.append(sub_model.register_forward_pre_hook(hook, with_kwargs=True))
         return self
@@ -279,8 +334,18 @@ class StageTracker:
             else:
                 delattr(owner, method_name)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self._restore()
+        if exc_type is None:  # after an error the device may not answer; the figures are not wanted then
+            self._settle()
+
+    def _settle(self) -> None:
+        """The block's one wait for the device (CUDA: ``synchronize``), then the stage seconds and deferred counts."""
+        self._clock.settle()
+        for figures, start, end in self._intervals:
+            figures.seconds += self._clock.seconds(start, end)
+        self._intervals.clear()
+        self._deferred.resolve()
 
 
 def unattributed_seconds(total_seconds: float, stages: dict[str, dict[str, float | int]]) -> float:

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from barkbench.measure.device import synchronize
 
@@ -218,7 +218,8 @@ class MemoryTracker:
                 self._poller.start()
                 self.result.method = "cpu_rss_poll_1ms"
         else:
-            synchronize(self.device_type)
+            # No synchronize: the caching allocator keeps its statistics on the host, updated when a tensor is
+            # allocated or freed (stream-ordered), so they are current without waiting for the device.
             module = self._accelerator()
             module.reset_peak_memory_stats()
             start = int(module.memory_allocated())
@@ -231,7 +232,6 @@ class MemoryTracker:
             polled = self._poller.stop() if self._poller is not None else None
             peak = polled or peak_rss()
         else:
-            synchronize(self.device_type)
             peak = int(self._accelerator().max_memory_allocated())
         self.result.peak_bytes = max(0, peak - self.result.baseline_bytes)
 
@@ -244,6 +244,85 @@ def memory_in_use(device_type: str) -> int:
     import torch
 
     return int(getattr(torch, device_type).memory_allocated())
+
+
+# -- stage clocks: intervals inside one call, read once at its end ----------------------------------------------
+
+
+class StageClock(Protocol):
+    """Marks points inside one call and turns pairs of them into seconds afterwards (``StageTracker``).
+
+    ``mark`` is all that runs between the stages; ``settle`` runs once, after the call, before any ``seconds``."""
+
+    def mark(self) -> Any: ...
+
+    def settle(self) -> None: ...
+
+    def seconds(self, start: Any, end: Any) -> float: ...
+
+
+class HostClock:
+    """CPU: ``perf_counter``. A CPU call's work is done when it returns, so there is nothing to wait for."""
+
+    def mark(self) -> float:
+        return time.perf_counter()
+
+    def settle(self) -> None:
+        pass
+
+    def seconds(self, start: float, end: float) -> float:
+        return end - start
+
+
+class CudaEventClock:
+    """CUDA: an event recorded on the current stream at each mark, read after one synchronize at the end.
+
+    ``torch.cuda.Event(enable_timing=True).record()`` enqueues a timestamp and returns at once (no host sync), so the
+    decode loops run as they would unmeasured; ``elapsed_time`` gives the milliseconds between two recorded events
+    once both have completed, which the single ``torch.cuda.synchronize()`` in ``settle`` guarantees
+    (torch.cuda.Event docs)."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self._cuda = torch.cuda
+
+    def mark(self) -> Any:
+        event = self._cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def settle(self) -> None:
+        self._cuda.synchronize()
+
+    def seconds(self, start: Any, end: Any) -> float:
+        return float(start.elapsed_time(end)) / 1000.0
+
+
+class SynchronizedClock:
+    """Other accelerators (xpu, mps): the device synchronized at each mark, then ``perf_counter``."""
+
+    def __init__(self, device_type: str) -> None:
+        self.device_type = device_type
+
+    def mark(self) -> float:
+        synchronize(self.device_type)
+        return time.perf_counter()
+
+    def settle(self) -> None:
+        pass
+
+    def seconds(self, start: float, end: float) -> float:
+        return end - start
+
+
+def stage_clock(device_type: str) -> StageClock:
+    """The clock of a call on ``device_type``: events on CUDA, ``perf_counter`` on CPU (no device query)."""
+    if device_type == "cpu":
+        return HostClock()
+    if device_type == "cuda":
+        return CudaEventClock()
+    return SynchronizedClock(device_type)
 
 
 def cpu_count() -> int:

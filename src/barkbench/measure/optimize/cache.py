@@ -14,6 +14,11 @@ as ``cache_implementation="static"``. Seen here (tiny model, CPU, seed 0, sampli
 
 A static cache fixes the decode step's shapes, which is what lets ``torch.compile(mode="reduce-overhead")`` capture
 CUDA graphs of the step (``compile.apply``).
+
+Its length is a device tensor (transformers 5.25: ``StaticLayer.get_seq_length`` returns ``cumulative_length``,
+updated in place by ``add_``), so ``int(cache.get_seq_length())`` is a host sync. barkbench's per-forward hook keeps
+it unread (``stages._Deferred``: read once after the call); transformers' own ``BarkCausalModel.forward`` still
+passes it to ``torch.arange`` for the position ids, which reads it on the host — that sync is the library's.
 """
 
 from __future__ import annotations
