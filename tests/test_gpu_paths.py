@@ -556,3 +556,75 @@ def test_sdpa_applies_a_device_mask_without_reading_it():
     assert sdpa._masks_something(mask)  # applied as given: exact either way
     # On the CPU the check still reads it (no device to wait for) and takes the fast path for an all-attended mask.
     assert not sdpa._masks_something(torch.zeros(2, 1, 1, 9)) and sdpa._masks_something(torch.full((1, 9), -1e9))
+
+
+# -- issue 24 item 3: `barkbench overhead --device cuda` ---------------------------------------------------------------
+
+
+@no_cuda
+def test_overhead_on_cuda_refuses_in_one_line_without_cuda(capsys):
+    from barkbench.cli import main
+
+    assert main(["overhead", "--device", "cuda", "--processes", "1"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("barkbench: error: --device cuda:") and line.endswith("or use --device cpu")
+
+
+def test_overhead_runs_both_sides_on_the_device_asked_for(monkeypatch):
+    from barkbench.measure import engine, overhead
+
+    bare: list[str] = []
+    specs: list[object] = []
+
+    def fake_bare(*args: object, device: str = "cpu", **kwargs: object) -> list[float]:
+        bare.append(device)
+        return [1.0, 1.0]
+
+    def fake_run(plan: engine.Plan) -> dict:
+        specs.extend(plan.specs)
+        raise RuntimeError("stop after the plan")  # what is checked is the worker's spec
+
+    monkeypatch.setattr(overhead, "bare_loop_times", fake_bare)
+    monkeypatch.setattr(engine, "run", fake_run)
+    with pytest.raises(RuntimeError, match="stop after the plan"):
+        overhead.measure("tiny", processes=1, rounds=2, device="cuda")
+    assert bare == ["cuda"] and [spec.device_type for spec in specs] == ["cuda"]
+
+
+def test_the_bare_loop_on_cuda_synchronizes_once_per_call(tiny_source, monkeypatch):
+    """BARE_LOOP run in this process with torch.cuda stand-ins: the model stays on the CPU, every call ends in
+    exactly one synchronize before its clock stops, and CPU runs synchronize nothing."""
+    import contextlib
+    import io
+    import sys
+
+    import torch
+
+    from barkbench.measure import overhead, workload
+
+    events: list[str] = []
+    to = torch.nn.Module.to
+    prepare_inputs = workload.prepare_inputs
+    load_model = sources.load_model
+
+    def logged_model(*args: object, **kwargs: object) -> object:
+        model = load_model(*args, **kwargs)
+        generate = model.generate  # the instance's own: transformers' view of the class stays as it is
+        model.generate = lambda **k: events.append("generate") or generate(**k)
+        return model
+
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self if a == ("cuda",) else to(self, *a, **k))
+    monkeypatch.setattr(
+        workload, "prepare_inputs", lambda processor, load, device: prepare_inputs(processor, load, "cpu")
+    )
+    monkeypatch.setattr(sources, "load_model", logged_model)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append("synchronize"))
+    for device_type, expected in (("cuda", ["generate", "synchronize"] * 3), ("cpu", ["generate"] * 3)):
+        events.clear()
+        args = {"model": "tiny", "tokens": 8, "warmup": 1, "rounds": 2, "threads": None, "fixed_length": True}
+        monkeypatch.setattr(sys, "argv", ["-c", json.dumps({**args, "device": device_type})])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(overhead.BARE_LOOP, "<BARE_LOOP>", "exec"), {"__name__": "__main__"})
+        assert events == expected, device_type
+        assert len(json.loads(out.getvalue().split("BARE_TIMES=", 1)[1])) == 2

@@ -7,9 +7,11 @@ import argparse
 import json
 import sys
 
+from barkbench.commands import UsageError
 from barkbench.parsers import positive_int
 
 HELP = "measure the harness's overhead over a bare generate loop (interleaved fresh processes, 95 % interval)"
+DEVICES = ("cpu", "cuda")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-fixed-length", action="store_true", help="let calls stop at EOS (default: every call forced to length)"
     )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where both sides run (default: cpu); cuda: the bare loop synchronizes once per call",
+    )
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the timings and result as JSON")
 
 
@@ -45,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     # measure.overhead plans its processes with measure.schedule, which imports scipy: not for --help.
     from barkbench.measure.overhead import measure
 
+    if args.device == "cuda":
+        _require_cuda()
     result = measure(
         args.model,
         args.processes,
@@ -54,11 +64,29 @@ def run(args: argparse.Namespace) -> int:
         args.threads,
         fixed_length=not args.no_fixed_length,
         log=lambda line: print(f"barkbench: {line}", file=sys.stderr, flush=True),
+        device=args.device,
     )
     print(result.summary())
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(
-                {"model": args.model, "semantic_tokens": args.semantic_tokens, **result.as_dict()}, handle, indent=2
+                {
+                    "model": args.model,
+                    "device": args.device,
+                    "semantic_tokens": args.semantic_tokens,
+                    **result.as_dict(),
+                },
+                handle,
+                indent=2,
             )
     return 0
+
+
+def _require_cuda() -> None:
+    """Refuse ``--device cuda`` in one line before any process starts, where no CUDA GPU is usable (asked of a child
+    process by ``device.probe``: this one never starts CUDA)."""
+    from barkbench.measure import device
+
+    reason = device.cuda_unavailable_reason("--device")
+    if reason is not None:
+        raise UsageError(reason)

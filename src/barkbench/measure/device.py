@@ -138,8 +138,9 @@ def device_type() -> str:
     return accelerator_type() or "cpu"
 
 
-def cuda_unavailable_reason() -> str | None:
-    """Why ``--bark-device cuda`` cannot run here (one line), or None."""
+def cuda_unavailable_reason(option: str = "--bark-device") -> str | None:
+    """Why ``<option> cuda`` cannot run here (one line), or None. ``option`` names the flag the user gave
+    (``barkbench overhead --device``)."""
     facts = probe()
     if facts.kind == "cuda" and facts.devices:
         return None
@@ -147,14 +148,14 @@ def cuda_unavailable_reason() -> str | None:
 
     if not torch.version.cuda:
         return (
-            f"--bark-device cuda: this torch ({torch.__version__}) is a CPU-only build; install a CUDA build of "
-            "torch (e.g. pip install torch --index-url https://download.pytorch.org/whl/cu128) or use "
-            "--bark-device cpu"
+            f"{option} cuda: this torch ({torch.__version__}) is a CPU-only build; install a CUDA build of "
+            f"torch (e.g. pip install torch --index-url https://download.pytorch.org/whl/cu128) or use "
+            f"{option} cpu"
         )
     why = f" ({facts.error})" if facts.error else ""
     return (
-        f"--bark-device cuda: torch {torch.__version__} sees no CUDA GPU{why}; check nvidia-smi and "
-        "CUDA_VISIBLE_DEVICES, or use --bark-device cpu"
+        f"{option} cuda: torch {torch.__version__} sees no CUDA GPU{why}; check nvidia-smi and "
+        f"CUDA_VISIBLE_DEVICES, or use {option} cpu"
     )
 
 

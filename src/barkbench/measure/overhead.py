@@ -9,7 +9,10 @@ drift of the machine falls on both alike:
   the pipe) measured by the engine that measures every benchmark session's variant (``engine.run``: each round
   timed in this process around the round trip, seed untimed, garbage collector off, ``perf_counter``).
 
-Both run the baseline variant (eager, fp32, batch 1) on the same workload. The overhead is mean(harness) /
+Both run the baseline variant (eager, fp32, batch 1) on the same workload and device. On CUDA (``--device cuda``)
+the bare loop synchronizes once per call, after ``generate`` and before its clock stops (the previous call's
+synchronize left nothing queued at the start), and the harness side is a CUDA worker, so the harness's cost on a GPU
+(its CUDA events, allocator and NVML readings, the pipe) is a measured figure. The overhead is mean(harness) /
 mean(bare) − 1; its 95 % interval is a percentile bootstrap over the per-process means of each side
 (``stats.ratio_interval(..., over="processes")``): process-to-process variance is what a single pair of processes
 cannot separate from the harness. Importing this module does not import torch.
@@ -38,9 +41,12 @@ if args["threads"]:
 from transformers import set_seed
 from barkbench.measure import sources, stages, workload
 source = sources.parse_model_source(args["model"])
-model = sources.load_model(source).eval()
+device = args["device"]
+model = sources.load_model(source).eval().to(device)
 load = workload.Workload(semantic_max_new_tokens=args["tokens"])
-inputs, _ = workload.prepare_inputs(sources.load_processor(source), load, "cpu")
+inputs, _ = workload.prepare_inputs(sources.load_processor(source), load, device)
+# CUDA: the one host sync per call, so the clock stops when the call's kernels are done; CPU: nothing to wait for.
+finish = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 kwargs = {**inputs, **load.call_kwargs(), "return_output_lengths": True}
 if args["fixed_length"]:
     kwargs.update(stages.fixed_length_kwargs(args["tokens"]))
@@ -50,6 +56,7 @@ for _ in range(args["warmup"] + args["rounds"]):
     start = time.perf_counter()
     with torch.inference_mode():
         model.generate(**kwargs)
+    finish()
     times.append(time.perf_counter() - start)
 print("BARE_TIMES=" + json.dumps(times[args["warmup"]:]))
 """
@@ -110,9 +117,10 @@ def bare_loop_times(
     threads: int | None,
     fixed: bool,
     env: dict[str, str] | None = None,
+    device: str = "cpu",
 ) -> list[float]:
-    """One fresh ``python`` process running ``BARE_LOOP``: the timed rounds' seconds. ``env`` adds to the
-    environment (a worker's, so both see the same settings)."""
+    """One fresh ``python`` process running ``BARE_LOOP`` on ``device``: the timed rounds' seconds. ``env`` adds to
+    the environment (a worker's, so both see the same settings)."""
     args = {
         "model": model,
         "tokens": tokens,
@@ -120,6 +128,7 @@ def bare_loop_times(
         "rounds": rounds,
         "threads": threads,
         "fixed_length": fixed,
+        "device": device,
     }
     environ = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", **(env or {})}
     done = subprocess.run(
@@ -133,7 +142,7 @@ def bare_loop_times(
 
 
 def _harness_process(
-    model: str, tokens: int, warmup: int, rounds: int, threads: int | None, fixed: bool
+    model: str, tokens: int, warmup: int, rounds: int, threads: int | None, fixed: bool, device: str = "cpu"
 ) -> list[float]:
     """One barkbench worker process measured by the engine, as a benchmark session measures a variant: its timed
     rounds' seconds."""
@@ -146,7 +155,7 @@ def _harness_process(
         source=sources.parse_model_source(model),
         variant=Variant(),
         workload=Workload(semantic_max_new_tokens=tokens),
-        device_type="cpu",
+        device_type=device,
         env={"TRANSFORMERS_VERBOSITY": "error"},
         fixed_length=fixed,
         threads=threads,
@@ -169,14 +178,16 @@ def measure(
     threads: int | None = None,
     fixed_length: bool = True,
     log: Any = None,
+    device: str = "cpu",
 ) -> OverheadResult:
-    """Run ``processes`` bare and ``processes`` harness processes, interleaved, on the CPU."""
+    """Run ``processes`` bare and ``processes`` harness processes, interleaved, on ``device`` ("cpu" or "cuda";
+    this process makes no device call: both sides are child processes)."""
     bare: list[list[float]] = []
     harness: list[list[float]] = []
     order: list[str] = []
     for slot in schedule.plan(["bare", "harness"], processes, interleave=True):
         run = bare_loop_times if slot.variant == "bare" else _harness_process
-        times = run(model, tokens, warmup, rounds, threads, fixed_length)
+        times = run(model, tokens, warmup, rounds, threads, fixed_length, device=device)
         (bare if slot.variant == "bare" else harness).append(times)
         order.append(slot.variant)
         if log is not None:
