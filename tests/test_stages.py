@@ -308,6 +308,8 @@ def test_the_cuda_stage_tracker_records_events_and_synchronizes_once_per_call(ru
         counts = {k: v for k, v in figures.items() if k not in ("seconds", "peak_memory_bytes")}
         assert counts == {k: v for k, v in on_cpu[name].items() if k not in ("seconds", "peak_memory_bytes")}
         assert figures["peak_memory_bytes"] == 2 << 20
+    assert tracker.reserved_peak_bytes == _CudaStandIn.RESERVED
+    assert stages.StageTracker(runner.model, "cpu").reserved_peak_bytes is None  # CPU: not measured, not 0
 
 
 def test_a_failed_call_leaves_the_events_unread(runner, monkeypatch):

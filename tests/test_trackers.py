@@ -175,6 +175,8 @@ def test_cpu_trackers_and_clock_make_no_device_call(monkeypatch: pytest.MonkeyPa
     clock.settle()
     assert isinstance(clock, trackers.HostClock) and clock.seconds(start, clock.mark()) >= 0
     assert latency.seconds > 0 and peak.method in {"cpu_peak_rss", "cpu_rss_poll_1ms"}
+    # The GPU-only figures stay unmeasured on the CPU: None, not 0.
+    assert (peak.reserved_peak_bytes, peak.host_peak_rss_bytes, peak.device_process_bytes) == (None, None, None)
 
 
 class FakeCudaTiming:

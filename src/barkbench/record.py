@@ -398,6 +398,30 @@ class Record:
     memory_method: str | None = _key(
         "", "how peak memory was measured (cuda_max_memory_allocated, ...)", group="figures"
     )
+    # -- every kind of memory on a GPU row (measure.summary.GPU_MEMORY_FIELDS; absent on CPU rows) --
+    peak_memory_reserved_bytes: int | None = _key(
+        "bytes",
+        "the allocator's highest reserved peak of a call (max_memory_reserved): its pool, cached blocks included",
+        "lower",
+        group="device_memory",
+    )
+    device_process_memory_bytes: int | None = _key(
+        "bytes",
+        "the device's own view of the worker after a call (NVML per-process used memory): CUDA context included",
+        "lower",
+        group="device_memory",
+    )
+    host_peak_rss_bytes: int | None = _key(
+        "bytes",
+        "the worker's highest peak resident set during a call on the host (VmHWM): where offload keeps sub-models",
+        "lower",
+        group="device_memory",
+    )
+    gpu_memory_notes: tuple[str, ...] | None = _key(
+        "",
+        "why a GPU memory figure is missing (nvidia-ml-py not installed, pid unseen by NVML, ...)",
+        group="device_memory",
+    )
     throughput_samples_per_s: float | None = _key("samples/s", "batch size / mean latency", "higher", group="figures")
     audio_seconds: float | None = _key("s", "mean seconds of audio a call generates", group="figures")
     audio_seconds_per_wall_second: float | None = _key("", "audio seconds / wall seconds", "higher", group="figures")

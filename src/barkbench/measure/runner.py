@@ -87,6 +87,13 @@ class RoundResult:
     stages: dict[str, dict[str, float | int]] = field(default_factory=dict)
     #: Long-form mode: each piece's seconds, in order (their sum is ``seconds`` less the loop's overhead).
     segment_seconds: tuple[float, ...] = ()
+    #: Accelerator rounds only (None on the CPU, never 0; ``trackers.PeakMemory``): the allocator's reserved peak,
+    #: what NVML reports the process using on the device after the call, the host's peak resident set during it,
+    #: and why any of them is missing.
+    reserved_peak_bytes: int | None = None
+    device_process_bytes: int | None = None
+    host_peak_rss_bytes: int | None = None
+    memory_notes: tuple[str, ...] = ()
 
 
 #: ``memory_method`` of CPU rounds: the kernel's peak resident set, read on the dedicated memory call with the
@@ -283,6 +290,7 @@ class VariantRunner:
             output_lengths=tuple(int(n) for n in lengths),
             stages=stages.as_dict(),
             segment_seconds=tuple(segments) if len(segments) > 1 else (),
+            **_device_memory(mem, stages),
         )
 
     def save_wav(self, path: str) -> str:
@@ -348,6 +356,18 @@ class VariantRunner:
 
         self.model = self.processor = self._audio = None
         gc.collect()
+
+
+def _device_memory(memory: Any, stages: StageTracker) -> dict[str, Any]:
+    """``RoundResult``'s accelerator memory fields from the call's ``PeakMemory`` and its stage tracker (whose
+    per-stage resets the call's own reading cannot see past); all None on the CPU."""
+    reserved = [r for r in (memory.reserved_peak_bytes, stages.reserved_peak_bytes) if r is not None]
+    return {
+        "reserved_peak_bytes": max(reserved) if reserved else None,
+        "device_process_bytes": memory.device_process_bytes,
+        "host_peak_rss_bytes": memory.host_peak_rss_bytes,
+        "memory_notes": tuple(memory.notes),
+    }
 
 
 def _machine_limits(model: Any, spec: RunSpec, quantized_linear: int) -> dict[str, Any]:

@@ -200,6 +200,15 @@ def _peak_so_far(device_type: str) -> int:
     return int(getattr(torch, device_type).max_memory_allocated())
 
 
+def _reserved_so_far(device_type: str) -> int | None:
+    """The allocator's reserved peak since the last reset (absolute bytes); None on the CPU."""
+    if device_type == "cpu":
+        return None
+    import torch
+
+    return int(getattr(torch, device_type).max_memory_reserved())
+
+
 @contextlib.contextmanager
 def _stage_peak(device_type: str, baseline_bytes: int) -> Iterator[list[int]]:
     """Peak memory of the block above ``baseline_bytes``, in ``result[0]`` after the block.
@@ -231,7 +240,8 @@ class StageTracker:
     Each stage resets the peak-memory counter (process high-water mark on CPU, allocator peak on an
     accelerator) when it starts; ``peak_bytes`` folds in what was reached before every reset, so it is the
     whole block's peak and callers combine it with their own tracker's reading — entered inside this block,
-    since the stages' resets would otherwise cut into it unseen.
+    since the stages' resets would otherwise cut into it unseen. ``reserved_peak_bytes`` does the same for the
+    allocator's reserved peak on an accelerator.
 
     Stage times are marks of ``trackers.stage_clock(device_type)`` taken at the stage boundaries and turned into
     seconds when the block exits (after one synchronize on CUDA); counts held by device tensors are read then too.
@@ -244,6 +254,7 @@ class StageTracker:
         self.baseline_bytes = baseline_bytes
         self.stages: dict[str, StageFigures] = {name: StageFigures() for name in STAGES}
         self._peak_abs = 0
+        self._reserved_abs: int | None = None
         self._resettable = True
         self._installed: list[tuple[Any, str, bool, Any]] = []
         self._hooks: list[Any] = []
@@ -265,6 +276,11 @@ class StageTracker:
         stage_peak = max(f.peak_memory_bytes for f in self.stages.values())
         return max(stage_peak, self._peak_abs - base, 0)
 
+    @property
+    def reserved_peak_bytes(self) -> int | None:
+        """The allocator's reserved peak over the block's stages (absolute bytes); None on the CPU."""
+        return self._reserved_abs
+
     def as_dict(self) -> dict[str, dict[str, float | int]]:
         """Plain JSON: ``{"semantic": {"seconds", "peak_memory_bytes", "tokens"}, ...}``."""
         return {name: figures.as_dict() for name, figures in self.stages.items()}
@@ -277,6 +293,7 @@ class StageTracker:
         # Without a resettable high-water mark, VmHWM is the process's lifetime peak: use the current RSS.
         reading = _peak_so_far(self.device_type) if self._resettable else trackers.current_rss()
         self._peak_abs = max(self._peak_abs, reading)
+        self._fold_reserved()
         with _stage_peak(self.device_type, self.baseline_bytes or 0) as peak:
             start = self._clock.mark()
             yield figures
@@ -284,6 +301,12 @@ class StageTracker:
         self._intervals.append((figures, start, end))
         figures.peak_memory_bytes = max(figures.peak_memory_bytes, peak[0])
         figures.calls += 1
+        self._fold_reserved()
+
+    def _fold_reserved(self) -> None:
+        reserved = _reserved_so_far(self.device_type)
+        if reserved is not None:
+            self._reserved_abs = max(self._reserved_abs or 0, reserved)
 
     def _wrap(self, stage: str, method: Callable[..., Any]) -> Callable[..., Any]:
         count = _COUNTERS[stage]

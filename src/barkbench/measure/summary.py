@@ -7,7 +7,7 @@ how a record is written.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,21 @@ class RoundSummary:
     output_lengths: tuple[int, ...]
     #: Long-form: each piece's mean seconds over the rounds, in order (None: one call per round).
     segment_seconds: tuple[float, ...] | None
+    #: Accelerator rows only (None on the CPU): the highest of the rounds' allocator reserved peaks, NVML readings of
+    #: the process's device memory and host peak resident sets; why one is missing (each reason once).
+    peak_memory_reserved_bytes: int | None = None
+    device_process_memory_bytes: int | None = None
+    host_peak_rss_bytes: int | None = None
+    gpu_memory_notes: tuple[str, ...] | None = None
+
+
+#: ``RoundSummary``'s fields that only an accelerator row has (the record's fields of the same names).
+GPU_MEMORY_FIELDS = (
+    "peak_memory_reserved_bytes",
+    "device_process_memory_bytes",
+    "host_peak_rss_bytes",
+    "gpu_memory_notes",
+)
 
 
 def summarize(
@@ -70,7 +85,17 @@ def summarize(
         worker_latency_mean_s=worker_mean,
         output_lengths=tuple(results[-1].output_lengths),
         segment_seconds=_segment_means(results),
+        peak_memory_reserved_bytes=_highest(r.reserved_peak_bytes for r in results),
+        device_process_memory_bytes=_highest(r.device_process_bytes for r in results),
+        host_peak_rss_bytes=_highest(r.host_peak_rss_bytes for r in results),
+        gpu_memory_notes=tuple(dict.fromkeys(n for r in results for n in r.memory_notes)) or None,
     )
+
+
+def _highest(values: Iterable[int | None]) -> int | None:
+    """The largest of the values that were measured; None when none was (a CPU row: not 0)."""
+    measured = [v for v in values if v is not None]
+    return max(measured) if measured else None
 
 
 def _segment_means(results: Sequence[RoundResult]) -> tuple[float, ...] | None:

@@ -1,7 +1,9 @@
 """Latency and peak-memory trackers: small context managers that fill in a small dataclass.
 
 Memory means the device's allocator on an accelerator (``max_memory_allocated`` after
-``reset_peak_memory_stats``, like the blog) and the process's peak resident set on CPU. Linux keeps the peak
+``reset_peak_memory_stats``, like the blog) and the process's peak resident set on CPU. GPU rows also get the
+allocator's reserved peak, the device's own view of the process (NVML, ``device_process_memory``) and the host's peak
+resident set (offload keeps the idle sub-models there): ``PeakMemory``'s optional fields. Linux keeps the peak
 (VmHWM) per process and resets it to the current RSS when ``5`` is written to ``/proc/self/clear_refs`` —
 no poller thread, no missed spikes. Where that file cannot be written, a 1 ms RSS poller stands in and
 says so in ``method``.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import threading
 import time
@@ -165,11 +168,22 @@ class LatencyTracker:
 
 @dataclass
 class PeakMemory:
-    """``peak_bytes``: the block's peak above ``baseline_bytes``. ``method`` says how it was measured."""
+    """``peak_bytes``: the block's peak above ``baseline_bytes``. ``method`` says how it was measured.
+
+    On an accelerator (None elsewhere, never 0): ``reserved_peak_bytes``, the caching allocator's reserved peak
+    (``max_memory_reserved``: the pool it holds from the device, cached blocks included); ``host_peak_rss_bytes``,
+    the process's peak resident set during the block (VmHWM, reset at its start); on CUDA ``device_process_bytes``,
+    what NVML reports the process using on the device at the block's end (``device_process_memory``). ``notes``
+    says why one of them is missing.
+    """
 
     peak_bytes: int = 0
     baseline_bytes: int = 0
     method: str = ""
+    reserved_peak_bytes: int | None = None
+    host_peak_rss_bytes: int | None = None
+    device_process_bytes: int | None = None
+    notes: tuple[str, ...] = ()
 
 
 class _RssPoller(threading.Thread):
@@ -201,6 +215,7 @@ class MemoryTracker:
         self.baseline_bytes = baseline_bytes
         self.result = PeakMemory()
         self._poller: _RssPoller | None = None
+        self._host_reset = False
 
     def _accelerator(self) -> Any:
         import torch
@@ -224,6 +239,7 @@ class MemoryTracker:
             module.reset_peak_memory_stats()
             start = int(module.memory_allocated())
             self.result.method = f"{self.device_type}_max_memory_allocated"
+            self._host_reset = reset_peak_rss()
         self.result.baseline_bytes = start if self.baseline_bytes is None else self.baseline_bytes
         return self.result
 
@@ -232,8 +248,72 @@ class MemoryTracker:
             polled = self._poller.stop() if self._poller is not None else None
             peak = polled or peak_rss()
         else:
-            peak = int(self._accelerator().max_memory_allocated())
+            module = self._accelerator()
+            peak = int(module.max_memory_allocated())
+            self.result.reserved_peak_bytes = int(module.max_memory_reserved())
+            self._read_host_and_device()
         self.result.peak_bytes = max(0, peak - self.result.baseline_bytes)
+
+    def _read_host_and_device(self) -> None:
+        """The accelerator block's host peak and, on CUDA, NVML's view of the process (read after the block)."""
+        notes = []
+        if self._host_reset:
+            self.result.host_peak_rss_bytes = peak_rss()
+        else:
+            notes.append(HOST_PEAK_UNAVAILABLE)
+        if self.device_type == "cuda":
+            used, why = device_process_memory()
+            self.result.device_process_bytes = used
+            notes.extend([why] if why else [])
+        self.result.notes = tuple(notes)
+
+
+#: Why ``host_peak_rss_bytes`` is missing where /proc/self/clear_refs cannot reset the kernel's high-water mark.
+HOST_PEAK_UNAVAILABLE = (
+    "host peak RSS: /proc/self/clear_refs is not writable here, so the process's peak cannot be reset per call"
+)
+
+
+def device_process_memory(pid: int | None = None) -> tuple[int | None, str | None]:
+    """Device memory NVML reports ``pid`` (default: this process) using, summed over the GPUs it runs on: the CUDA
+    context, the caching allocator's pool and whatever is allocated outside it (cuBLAS, lazily loaded kernels).
+
+    Returns (bytes, None), or (None, why) in one line. Through nvidia-ml-py (``pip install 'barkbench[gpu]'``):
+    ``nvmlDeviceGetComputeRunningProcesses`` lists each device's compute processes with ``pid`` and
+    ``usedGpuMemory`` (None where the driver cannot say, e.g. under Windows' WDDM). NVML reports host pids: in a
+    container with its own PID namespace this process's pid is not among them. Every device is searched rather
+    than the CUDA index mapped to NVML's (CUDA_VISIBLE_DEVICES renumbers CUDA's devices, not NVML's)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, "device process memory: nvidia-ml-py is not installed (pip install 'barkbench[gpu]')"
+    pid = os.getpid() if pid is None else pid
+    try:
+        _nvml_started(pynvml)
+        used = [
+            process.usedGpuMemory
+            for index in range(pynvml.nvmlDeviceGetCount())
+            for process in pynvml.nvmlDeviceGetComputeRunningProcesses(pynvml.nvmlDeviceGetHandleByIndex(index))
+            if process.pid == pid
+        ]
+    except pynvml.NVMLError as exc:
+        return None, f"device process memory: NVML failed: {exc}"
+    if not used:
+        return None, (
+            f"device process memory: pid {pid} is not among NVML's compute processes (a container's own PID "
+            "namespace hides the host pid NVML reports)"
+        )
+    if any(value is None for value in used):
+        return None, "device process memory: NVML cannot report this process's memory on this driver"
+    return int(sum(used)), None
+
+
+@functools.lru_cache(maxsize=1)
+def _nvml_started(pynvml: Any) -> bool:
+    # nvmlInit once per process (NVML's docs: it may be called again, but each call must be paired with a shutdown);
+    # NVML starts no CUDA context, so this costs the GPU nothing. lru_cache does not remember a raised error.
+    pynvml.nvmlInit()
+    return True
 
 
 def memory_in_use(device_type: str) -> int:

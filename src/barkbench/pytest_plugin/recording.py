@@ -27,7 +27,7 @@ from barkbench import stats as bstats
 from barkbench.measure import schedule
 from barkbench.measure.engine import VariantMeasurement
 from barkbench.measure.runner import RunnerInfo
-from barkbench.measure.summary import RoundSummary, process_spread, summarize
+from barkbench.measure.summary import GPU_MEMORY_FIELDS, RoundSummary, process_spread, summarize
 from barkbench.measure.workload import Workload
 from barkbench.pytest_plugin.config import BenchConfig
 from barkbench.pytest_plugin.signals import signal_name
@@ -267,6 +267,8 @@ def _summary_fields(summary: RoundSummary) -> dict[str, Any]:
         worker_latency_mean_s=summary.worker_latency_mean_s,
         output_lengths=list(summary.output_lengths),
     )
+    # GPU rows' other kinds of memory; a CPU row has none (None), so its record has none of these keys.
+    out.update({key: value for key in GPU_MEMORY_FIELDS if (value := getattr(summary, key)) is not None})
     return out
 
 
