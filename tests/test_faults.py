@@ -226,6 +226,29 @@ def test_the_worker_dies_with_a_killed_session(bench_pytester: pytest.Pytester, 
     assert gone(worker), "the worker was left running as an orphan"
 
 
+@pytest.mark.one_stack("legacy")
+def test_a_worker_stopped_while_loading_is_killed_at_the_load_timeout(
+    bench_pytester: pytest.Pytester, sessions: list[Session], monkeypatch: pytest.MonkeyPatch
+):
+    # The worker stops itself before it loads anything (the testing hook), as one hung in its load would: the load
+    # has its own limit (--bark-load-timeout), named in the failure; the round limit does not bound it.
+    from barkbench.measure.worker import STOP_AT_LOAD_ENV
+
+    monkeypatch.setenv(STOP_AT_LOAD_ENV, "eager-fp32-bs1")
+    folder = bench_pytester.path
+    out = folder / "run.json"
+    args = ("--bark-variants", "baseline", "--bark-load-timeout", "5", "--bark-round-timeout", "600")
+    session = start(sessions, folder, *args, f"--benchmark-json={out}")
+    worker = session.worker()
+    assert session.finish() == pytest.ExitCode.TESTS_FAILED, session.output
+    assert gone(worker), "the stopped worker outlived its load timeout"
+    (entry,) = json.loads(out.read_text())["benchmarks"]
+    error = entry["extra_info"]["error"]
+    assert entry["extra_info"]["failure_kind"] == "timeout", error
+    assert "worker did not load its model within 5 s (--bark-load-timeout); it was killed" in error
+    assert "Traceback" not in session.output
+
+
 def _model_builder(session: Session) -> psutil.Process:
     """The child process ``sources.prebuild`` starts to build a random model (below the session's worker)."""
     deadline = time.monotonic() + DEADLINE_S

@@ -117,6 +117,9 @@ class Plan:
     #: A fresh worker process per run (False: in this process, for debugging).
     isolated: bool = True
     round_timeout_s: float | None = None
+    #: A worker's time to start and load its model (--bark-load-timeout; None: the worker's default). The rounds
+    #: have ``round_timeout_s``.
+    load_timeout_s: float | None = None
     #: Sample the machine's CPU time over the measured rounds (off for a run that is not timed).
     sample_cpu: bool = True
     #: Save the last round's first sample as ``<wav_dir>/<variant id>.wav`` (None: no WAV).
@@ -238,7 +241,9 @@ def _capture_reference(spec: RunSpec, plan: Plan) -> Reference:
     path = str(folder / f"reference-bs{spec.variant.batch_size}.pt")
     reference = dataclasses.replace(spec, variant=Variant(batch_size=spec.variant.batch_size))
     try:
-        runner = start_runner(reference, isolated=plan.isolated, round_timeout_s=plan.round_timeout_s)
+        runner = start_runner(
+            reference, isolated=plan.isolated, round_timeout_s=plan.round_timeout_s, load_timeout_s=plan.load_timeout_s
+        )
         try:
             return Reference(path, runner.capture_reference(path))
         finally:
@@ -299,7 +304,9 @@ def _next_process(
     progress.loading()
     try:
         reference = references.reference(spec, plan) if plan.quality and last else None
-        runner = start_runner(spec, isolated=plan.isolated, round_timeout_s=plan.round_timeout_s)
+        runner = start_runner(
+            spec, isolated=plan.isolated, round_timeout_s=plan.round_timeout_s, load_timeout_s=plan.load_timeout_s
+        )
     except KeyboardInterrupt as exc:
         return _interrupted(measured, exc, progress, finished_in_process=0)
     except VariantUnsupported as exc:

@@ -13,6 +13,8 @@ a ``VariantFailed`` of that kind, a worker that vanished without a reply (killed
 (with the signal name or exit code, as the operating system reports it; kind ``oom`` where the kernel's
 out-of-memory kill count, ``oom_kills``, rose while it died by SIGKILL), and a request left unanswered past its
 time limit one of kind ``timeout`` (the worker is killed); the kind is recorded in the results as ``failure_kind``.
+Two limits apply, each named in its failure: the load's (``load_timeout_s``, --bark-load-timeout) and every later
+request's (``round_timeout_s``, --bark-round-timeout).
 
 The worker never outlives the parent: it asks the kernel for SIGKILL when its parent dies (Linux
 ``PR_SET_PDEATHSIG``; elsewhere a thread watching the parent), ignores SIGINT (a Ctrl-C at the terminal reaches
@@ -46,7 +48,8 @@ from barkbench.measure.optimize import VariantUnsupported
 from barkbench.measure.runner import RoundResult, Runner, RunnerInfo, RunSpec, VariantRunner
 from barkbench.measure.sources import first_line
 
-#: How long a worker may take to start and load its model before the parent gives up.
+#: How long a worker may take to start and load its model before the parent gives up, unless --bark-load-timeout
+#: says otherwise: the first build of a random model and a hub download happen inside the load.
 LOAD_TIMEOUT_S = 1800.0
 
 #: A generate call's time limit when none is given: generous, from the slowest call so far (the warm-up's), never
@@ -60,6 +63,10 @@ FailureKind = Literal["oom", "error", "died", "timeout"]
 
 #: Linux prctl(2) option: the signal the kernel sends this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
+
+#: Testing hook: ``BARKBENCH_STOP_AT_LOAD=<variant id>`` makes that variant's worker stop itself (SIGSTOP) before it
+#: loads anything, as a worker hung in its load would be: what --bark-load-timeout bounds. Worker processes only.
+STOP_AT_LOAD_ENV = "BARKBENCH_STOP_AT_LOAD"
 
 
 class VariantFailed(RuntimeError):
@@ -218,6 +225,8 @@ def _worker_main(conn: Any, spec: RunSpec, parent_pid: int | None = None, log_pa
         os.close(fd)
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
     os.environ.update(spec.env)
+    if os.environ.get(STOP_AT_LOAD_ENV) == spec.variant.id:
+        os.kill(os.getpid(), signal.SIGSTOP)
     try:
         runner = VariantRunner(spec)
         conn.send(Done(runner.info))
@@ -243,8 +252,10 @@ class WorkerProcess:
     """A ``VariantRunner`` in its own spawned process: the ``Runner`` protocol over a pipe."""
 
     def __init__(
-        self, spec: RunSpec, load_timeout_s: float = LOAD_TIMEOUT_S, round_timeout_s: float | None = None
+        self, spec: RunSpec, load_timeout_s: float | None = None, round_timeout_s: float | None = None
     ) -> None:
+        """Start the worker and wait for its model to load: ``load_timeout_s`` bounds the load (a worker stopped or
+        stuck while loading is killed then; None: ``LOAD_TIMEOUT_S``), ``round_timeout_s`` every request after it."""
         self.log_path = _new_log_path(spec.variant.id)
         #: --bark-round-timeout: every request's time limit after loading (None: from the slowest call so far).
         self._round_timeout_s = round_timeout_s
@@ -262,7 +273,8 @@ class WorkerProcess:
         self._oom_before = oom_kill_count()
         self._process.start()
         child.close()
-        info = self._reply(timeout=load_timeout_s, what="load its model")
+        load_limit = LOAD_TIMEOUT_S if load_timeout_s is None else load_timeout_s
+        info = self._reply(load_limit, "load its model", "--bark-load-timeout")
         assert isinstance(info, RunnerInfo)
         self._info = info
 
@@ -278,7 +290,10 @@ class WorkerProcess:
             return LOAD_TIMEOUT_S
         return max(ROUND_TIMEOUT_FLOOR_S, ROUND_TIMEOUT_FACTOR * self._slowest_s)
 
-    def _reply(self, timeout: float, what: str) -> RunnerInfo | RoundResult | str | dict[str, Any] | None:
+    def _reply(
+        self, timeout: float, what: str, option: str = "--bark-round-timeout"
+    ) -> RunnerInfo | RoundResult | str | dict[str, Any] | None:
+        """The worker's answer within ``timeout`` seconds (the limit ``option`` sets, which a timeout names)."""
         try:
             answered = self._conn.poll(timeout)
         except BaseException:
@@ -288,7 +303,7 @@ class WorkerProcess:
         if not answered:
             self.kill()
             raise VariantFailed(
-                f"worker did not {what} within {timeout:.0f} s (--bark-round-timeout); it was killed, "
+                f"worker did not {what} within {_seconds(timeout)} s ({option}); it was killed, "
                 f"its log: {self.log_path}",
                 "timeout",
             )
@@ -378,6 +393,10 @@ class WorkerProcess:
         self.close()
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:g}"
+
+
 def _new_log_path(variant_id: str) -> str:
     """A fresh log file for one worker, in the temporary folder (kept: failure messages name it)."""
     folder = Path(tempfile.gettempdir()) / "barkbench-logs"
@@ -388,12 +407,17 @@ def _new_log_path(variant_id: str) -> str:
     return path
 
 
-def start_runner(spec: RunSpec, isolated: bool = True, round_timeout_s: float | None = None) -> Runner:
+def start_runner(
+    spec: RunSpec,
+    isolated: bool = True,
+    round_timeout_s: float | None = None,
+    load_timeout_s: float | None = None,
+) -> Runner:
     """A fresh worker process per variant (default), or the runner in this process. In this process the spec's
     environment holds while the model loads (the limits probe runs then) and is restored after, as a worker's
-    would end with it."""
+    would end with it; no time limit applies there (nothing could stop a runaway load but the user)."""
     if isolated:
-        return WorkerProcess(spec, round_timeout_s=round_timeout_s)
+        return WorkerProcess(spec, load_timeout_s=load_timeout_s, round_timeout_s=round_timeout_s)
     with _environment(spec.env):
         return VariantRunner(spec)
 

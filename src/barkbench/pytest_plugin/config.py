@@ -52,6 +52,7 @@ class BenchOptions:
     warmup_rounds: int = 1
     semantic_tokens: int = DEFAULT_SEMANTIC_TOKENS
     round_timeout_s: float | None = None
+    load_timeout_s: float | None = None
     quality: bool = False
     quality_gates: tuple[quality_mod.Gate, ...] | None = None
     prompts: str | None = None
@@ -97,7 +98,7 @@ class BenchOptions:
 
 
 #: Field name -> the option's dest less ``bark_``, where the two differ.
-_OPTION_NAMES = {"round_timeout_s": "round_timeout", "max_time_s": "max_time"}
+_OPTION_NAMES = {"round_timeout_s": "round_timeout", "load_timeout_s": "load_timeout", "max_time_s": "max_time"}
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ class BenchConfig:
     threads: int | None = None
     #: --bark-round-timeout: seconds a worker's call may take before it is killed (None: from the warm-up).
     round_timeout_s: float | None = None
+    #: --bark-load-timeout: seconds a worker may take to start and load its model (None: the worker's default).
+    load_timeout_s: float | None = None
     #: --bark-processes: fresh worker processes per variant, each with its own warm-up and ``rounds`` rounds.
     processes: int = 1
     #: --bark-interleave: every variant's first process, then every variant's second, ... (``engine.run``).
@@ -161,6 +164,7 @@ class BenchConfig:
             fixed_length=options.fixed_length,
             threads=options.threads,
             round_timeout_s=options.round_timeout_s,
+            load_timeout_s=options.load_timeout_s,
             processes=options.processes,
             interleave=options.interleave,
             target_precision=options.target_precision,
@@ -227,6 +231,7 @@ class BenchConfig:
                 rounds=1,
                 isolated=self.isolated,
                 round_timeout_s=self.round_timeout_s,
+                load_timeout_s=self.load_timeout_s,
                 sample_cpu=False,
                 wav_dir=self.wav_dir,
                 quality=self.quality,
@@ -240,6 +245,7 @@ class BenchConfig:
             precision=self._precision_rule(),
             isolated=self.isolated,
             round_timeout_s=self.round_timeout_s,
+            load_timeout_s=self.load_timeout_s,
             wav_dir=self.wav_dir,
             quality=self.quality,
         )

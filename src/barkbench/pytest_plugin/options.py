@@ -27,6 +27,7 @@ BT_VIA = ("transform", "to_bettertransformer")
 
 
 parse_round_timeout = positive_seconds("--bark-round-timeout")
+parse_load_timeout = positive_seconds("--bark-load-timeout")
 parse_max_time = positive_seconds("--bark-max-time")
 parse_rounds = positive_int("--bark-rounds")
 parse_threads = positive_int("--bark-threads")
@@ -182,7 +183,15 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         metavar="SECONDS",
         help="kill a worker whose call has not answered after SECONDS, record the variant as failed (timeout) and "
-        "go on (default: 10 x the slowest call so far, at least 300 s)",
+        "go on (default: 10 x the slowest call so far, at least 300 s); loading has --bark-load-timeout",
+    )
+    group.addoption(
+        "--bark-load-timeout",
+        type=parse_load_timeout,
+        default=None,
+        metavar="SECONDS",
+        help="kill a worker that has not started and loaded its model after SECONDS (a first build of a random "
+        "model or a hub download included), record the variant as failed (timeout) and go on (default: 1800 s)",
     )
     group.addoption(
         "--bark-quality",
