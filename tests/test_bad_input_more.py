@@ -284,6 +284,25 @@ def test_a_prompts_file_longer_than_every_batch_is_warned_about_once(bench: pyte
     ], output(result)
 
 
+# -- a long-form call shows its pieces ---------------------------------------------------------------------------
+
+
+@pytest.mark.one_stack("legacy")
+def test_a_long_form_call_shows_each_piece_with_an_estimate(bench: pytest.Pytester) -> None:
+    # The blog's three prompts, long-form: three pieces per call (each prompt one piece), in the worker.
+    result = run(bench, "--bark-long-form", "--bark-variants", "baseline", timeout=300)
+    assert result.ret == pytest.ExitCode.OK, output(result)
+    pieces = [x for x in result.stdout.lines if ": piece " in x]
+    # The load's untimed calls run their pieces too (the CPU's memory call); each call but its last piece.
+    assert [x for x in pieces if "round 1/1" in x] == [
+        line
+        for line in pieces
+        if line.startswith("[barkbench] eager-fp32-bs1: round 1/1: piece ") and "(this call ~" in line
+    ]
+    assert [x.split(": piece ")[1].split(" ")[0] for x in pieces if "round 1/1" in x] == ["1/3", "2/3"]
+    assert any(x.startswith("[barkbench] eager-fp32-bs1: loading the model: piece 1/3 done") for x in pieces)
+
+
 # -- budgets on a file that holds no barkbench benchmark: a wrong input, not a failed budget -------------------
 
 

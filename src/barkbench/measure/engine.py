@@ -68,6 +68,10 @@ class Progress(Protocol):
     def dropped(self, processes: int) -> None:
         """Planned processes that will not run (the variant failed or is unsupported)."""
 
+    def piece(self, done: int, total: int, seconds: float) -> None:
+        """Long-form: ``done`` of the ``total`` pieces of the call under way (or of the load's untimed calls) have
+        finished, the last in ``seconds``; told between the step announcements of a call that can take minutes."""
+
     def close(self) -> None:
         """After each process: end any line left open."""
 
@@ -91,6 +95,9 @@ class SilentProgress:
         pass
 
     def dropped(self, processes: int) -> None:
+        pass
+
+    def piece(self, done: int, total: int, seconds: float) -> None:
         pass
 
     def close(self) -> None:
@@ -305,7 +312,11 @@ def _next_process(
     try:
         reference = references.reference(spec, plan) if plan.quality and last else None
         runner = start_runner(
-            spec, isolated=plan.isolated, round_timeout_s=plan.round_timeout_s, load_timeout_s=plan.load_timeout_s
+            spec,
+            isolated=plan.isolated,
+            round_timeout_s=plan.round_timeout_s,
+            load_timeout_s=plan.load_timeout_s,
+            on_piece=progress.piece,
         )
     except KeyboardInterrupt as exc:
         return _interrupted(measured, exc, progress, finished_in_process=0)

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,14 +121,19 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+#: Long-form progress: (pieces done, pieces in the call, the last piece's seconds), told while a call runs.
+PieceDone = Callable[[int, int, float], None]
+
+
 class VariantRunner:
     """Loads the model as the variant asks and runs the workload's call under the trackers."""
 
-    def __init__(self, spec: RunSpec) -> None:
+    def __init__(self, spec: RunSpec, on_piece: PieceDone | None = None) -> None:
         from barkbench.measure import device as device_mod
         from barkbench.measure import optimize, sources, trackers, workload
 
         self.spec = spec
+        self._on_piece = on_piece
         self._trackers = trackers
         if spec.threads is not None:
             import torch
@@ -275,6 +281,10 @@ class VariantRunner:
                 segments.append(time.perf_counter() - start)
                 if len(self.calls) > 1:
                     pieces.append((audio.detach().cpu(), [int(n) for n in lengths]))
+                    # A long-form call can take minutes: say how far it is (not after the last piece, whose end is
+                    # the call's answer; a pipe message of microseconds, outside the pieces' own timings).
+                    if self._on_piece is not None and len(segments) < len(self.calls):
+                        self._on_piece(len(segments), len(self.calls), segments[-1])
         if pieces:
             # The round's audio is the pieces one after another (batch 1 in long-form mode).
             audio = torch.cat([a[0, : int(n[0])] for a, n in pieces])[None]

@@ -7,6 +7,9 @@ arguments) and implements the same ``Runner`` protocol by sending it typed reque
 
     Prepare -> Done(None); Generate -> Done(RoundResult); SaveWav(path) -> Done(path); Stop -> the worker exits.
 
+A long-form call (or load, whose untimed calls run every piece too) sends ``Piece`` messages before its answer,
+one per piece finished but the last: the parent hands them to ``on_piece`` (the progress line) and waits on.
+
 Loading replies ``Done(RunnerInfo)`` first. Any failure replies ``Failed(kind, one-line message)``. The parent
 keeps the failure kinds apart: ``unsupported`` becomes a skip (``VariantUnsupported``), ``oom`` and ``error``
 a ``VariantFailed`` of that kind, a worker that vanished without a reply (killed, crashed) one of kind ``died``
@@ -45,7 +48,7 @@ from typing import Any, Literal
 
 from barkbench.measure.oom_kills import OomKillCount, describe_sigkill, oom_kill_count, oom_killed
 from barkbench.measure.optimize import VariantUnsupported
-from barkbench.measure.runner import RoundResult, Runner, RunnerInfo, RunSpec, VariantRunner
+from barkbench.measure.runner import PieceDone, RoundResult, Runner, RunnerInfo, RunSpec, VariantRunner
 from barkbench.measure.sources import first_line
 
 #: How long a worker may take to start and load its model before the parent gives up, unless --bark-load-timeout
@@ -126,6 +129,15 @@ class Done:
 class Failed:
     kind: Literal["unsupported", "oom", "error"]
     message: str
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Long-form progress, sent while a request runs: ``done`` of ``total`` pieces finished, the last in ``seconds``."""
+
+    done: int
+    total: int
+    seconds: float
 
 
 Reply = Done | Failed
@@ -227,8 +239,12 @@ def _worker_main(conn: Any, spec: RunSpec, parent_pid: int | None = None, log_pa
     os.environ.update(spec.env)
     if os.environ.get(STOP_AT_LOAD_ENV) == spec.variant.id:
         os.kill(os.getpid(), signal.SIGSTOP)
+
+    def piece_done(done: int, total: int, seconds: float) -> None:
+        conn.send(Piece(done, total, seconds))
+
     try:
-        runner = VariantRunner(spec)
+        runner = VariantRunner(spec, on_piece=piece_done)
         conn.send(Done(runner.info))
     except BaseException as exc:  # noqa: BLE001 - every failure must reach the parent as a message
         traceback.print_exc()
@@ -252,11 +268,17 @@ class WorkerProcess:
     """A ``VariantRunner`` in its own spawned process: the ``Runner`` protocol over a pipe."""
 
     def __init__(
-        self, spec: RunSpec, load_timeout_s: float | None = None, round_timeout_s: float | None = None
+        self,
+        spec: RunSpec,
+        load_timeout_s: float | None = None,
+        round_timeout_s: float | None = None,
+        on_piece: PieceDone | None = None,
     ) -> None:
         """Start the worker and wait for its model to load: ``load_timeout_s`` bounds the load (a worker stopped or
-        stuck while loading is killed then; None: ``LOAD_TIMEOUT_S``), ``round_timeout_s`` every request after it."""
+        stuck while loading is killed then; None: ``LOAD_TIMEOUT_S``), ``round_timeout_s`` every request after it.
+        ``on_piece`` hears a long-form call's progress (``Piece``)."""
         self.log_path = _new_log_path(spec.variant.id)
+        self._on_piece = on_piece
         #: --bark-round-timeout: every request's time limit after loading (None: from the slowest call so far).
         self._round_timeout_s = round_timeout_s
         self._slowest_s: float | None = None
@@ -293,9 +315,30 @@ class WorkerProcess:
     def _reply(
         self, timeout: float, what: str, option: str = "--bark-round-timeout"
     ) -> RunnerInfo | RoundResult | str | dict[str, Any] | None:
-        """The worker's answer within ``timeout`` seconds (the limit ``option`` sets, which a timeout names)."""
+        """The worker's answer within ``timeout`` seconds (the limit ``option`` sets, which a timeout names); the
+        long-form progress it sends first goes to ``on_piece``, inside the same limit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._receive(deadline, timeout, what, option)
+            if not isinstance(reply, Piece):
+                break
+            try:
+                if self._on_piece is not None:
+                    self._on_piece(reply.done, reply.total, reply.seconds)
+            except BaseException:
+                self.kill()  # an interrupt while the line is written: as while waiting
+                raise
+        if isinstance(reply, Done):
+            return reply.value
+        self.close()
+        if reply.kind == "unsupported":
+            raise VariantUnsupported(reply.message)
+        raise VariantFailed(f"{reply.message} (traceback in {self.log_path})", reply.kind)
+
+    def _receive(self, deadline: float, timeout: float, what: str, option: str) -> Reply | Piece:
+        """The worker's next message before ``deadline``; a timeout or a dead worker is the variant's failure."""
         try:
-            answered = self._conn.poll(timeout)
+            answered = self._conn.poll(max(0.0, deadline - time.monotonic()))
         except BaseException:
             # Ctrl-C, SIGTERM: stop the worker now, whatever it is doing (stopped, deadlocked, mid-call).
             self.kill()
@@ -308,7 +351,7 @@ class WorkerProcess:
                 "timeout",
             )
         try:
-            reply: Reply = self._conn.recv()
+            message: Reply | Piece = self._conn.recv()
         except (EOFError, ConnectionError):
             self._process.join(5)
             code = self._process.exitcode
@@ -317,12 +360,7 @@ class WorkerProcess:
             kind: FailureKind = "oom" if oom_killed(code, self._oom_before, oom_after) else "died"
             self.kill()
             raise VariantFailed(f"worker process died ({why}); its log: {self.log_path}", kind) from None
-        if isinstance(reply, Done):
-            return reply.value
-        self.close()
-        if reply.kind == "unsupported":
-            raise VariantUnsupported(reply.message)
-        raise VariantFailed(f"{reply.message} (traceback in {self.log_path})", reply.kind)
+        return message
 
     def _call(
         self, request: Prepare | Generate | SaveWav | CaptureReference | Drift
@@ -412,14 +450,15 @@ def start_runner(
     isolated: bool = True,
     round_timeout_s: float | None = None,
     load_timeout_s: float | None = None,
+    on_piece: PieceDone | None = None,
 ) -> Runner:
     """A fresh worker process per variant (default), or the runner in this process. In this process the spec's
     environment holds while the model loads (the limits probe runs then) and is restored after, as a worker's
     would end with it; no time limit applies there (nothing could stop a runaway load but the user)."""
     if isolated:
-        return WorkerProcess(spec, load_timeout_s=load_timeout_s, round_timeout_s=round_timeout_s)
+        return WorkerProcess(spec, load_timeout_s=load_timeout_s, round_timeout_s=round_timeout_s, on_piece=on_piece)
     with _environment(spec.env):
-        return VariantRunner(spec)
+        return VariantRunner(spec, on_piece=on_piece)
 
 
 @contextlib.contextmanager

@@ -48,6 +48,8 @@ class Progress:
         #: Processes started so far, and the step while one loads (None once its first call is announced).
         self._loads = 0
         self._loading_step: str | None = None
+        #: Long-form: the seconds of the pieces the call under way has finished.
+        self._pieces: list[float] = []
 
     def warn(self, message: str) -> None:
         """A line about the variant outside the round steps (e.g. its figures failed the noise checks)."""
@@ -110,6 +112,21 @@ class Progress:
         self._loading_step = f"{prefix}loading the model"
         if self._clock is not None:
             self._process_started = self._clock.now()
+
+    def piece(self, done: int, total: int, seconds: float) -> None:
+        """Long-form: how far the call under way is, with the time its pieces left should take at the pace of those
+        done (a call of many pieces runs for minutes between two step lines)."""
+        import statistics
+
+        from barkbench.measure.schedule import format_duration
+
+        if done == 1:
+            self._pieces = []
+        self._pieces.append(seconds)
+        left = statistics.fmean(self._pieces) * (total - done)
+        step = self.current_step() or "call"
+        left_text = f"this call ~{format_duration(left)} left"
+        self._write(f"[barkbench] {self._variant_id}: {step}: piece {done}/{total} done ({left_text})", live=True)
 
     def dropped(self, processes: int) -> None:
         """Processes of this variant that will not run: the run's estimate leaves them out."""
