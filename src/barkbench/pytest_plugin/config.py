@@ -7,29 +7,33 @@
   for the device, so not at configure time): the device, the variants, the rounds, the workload's files read.
 
 Nothing after these two reads an option again: the session, its checks and its gates read these values.
+
+This module is imported at configure in every pytest session of any project that installs barkbench: what it needs
+from the engine (the plan, the run spec, the schedule's rules) is imported where a Bark test uses it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from barkbench.measure import device as device_mod
-from barkbench.measure import schedule, sources
-from barkbench.measure.engine import Plan
-from barkbench.measure.limits import REMEASURE_ENV
-from barkbench.measure.runner import RunSpec
+from barkbench.measure import sources
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, Workload, WorkloadError
 from barkbench.measure.workload import workload_from_files as workload_fields_from_files
-from barkbench.pytest_plugin.benchmark_patches import json_option_path
-from barkbench.results import budgets as budgets_mod
-from barkbench.results import quality as quality_mod
 from barkbench.sweep import shards as shards_mod
-from barkbench.sweep.shards import Shard
 from barkbench.variants import Variant, dedupe, default_variants
+
+if TYPE_CHECKING:
+    from barkbench.measure import schedule
+    from barkbench.measure.engine import Plan
+    from barkbench.measure.runner import RunSpec
+    from barkbench.results import budgets as budgets_mod
+    from barkbench.results import quality as quality_mod
+    from barkbench.sweep.shards import Shard
 
 #: Rounds when --bark-rounds is not given: enough to see the spread on the tiny model inside the 10-minute
 #: budget; bigger models are slower per call, so fewer samples fit but each is steadier.
@@ -88,6 +92,8 @@ class BenchOptions:
         if "variants" in values:
             values["variants"] = tuple(tuple(chosen) for chosen in values["variants"])
         if "benchmark_json" in values:
+            from barkbench.pytest_plugin.benchmark_patches import json_option_path
+
             values["benchmark_json"] = json_option_path(values["benchmark_json"])
         return cls(**values)
 
@@ -202,6 +208,9 @@ class BenchConfig:
 
     def spec(self, variant: Variant, workload: Workload | None = None) -> RunSpec:
         """What a worker loads and runs for ``variant``."""
+        from barkbench.measure.limits import REMEASURE_ENV
+        from barkbench.measure.runner import RunSpec
+
         env = {"TRANSFORMERS_VERBOSITY": "error"}
         if self.remeasure_limits:
             env[REMEASURE_ENV] = "1"
@@ -224,6 +233,8 @@ class BenchConfig:
     def plan(self, specs: tuple[RunSpec, ...], timed: bool, interleave: bool = False) -> Plan:
         """The engine's plan for ``specs``. Untimed (``--benchmark-disable``): one call in one process, nothing
         sampled, as pytest-benchmark's disabled ``pedantic`` makes."""
+        from barkbench.measure.engine import Plan
+
         if not timed:
             return Plan(
                 specs=specs,
@@ -253,6 +264,8 @@ class BenchConfig:
     def _precision_rule(self) -> schedule.PrecisionRule | None:
         if self.target_precision is None:
             return None
+        from barkbench.measure import schedule  # scipy's t-distribution: a Bark test's import, not every session's
+
         asked = self.rounds * self.processes
         return schedule.PrecisionRule(
             target=self.target_precision,

@@ -3,12 +3,15 @@
 Each ``type=`` parser returns the typed value the session uses (``list[Variant]``, a ``ModelSource``, loaded
 ``Budgets``, an int), so a bad value fails once, at parse time, before any model loads, and nothing is parsed a
 second time (``config.BenchOptions.read`` takes the values once). Parsing has no side effects beyond reading the
-files an option names. Importing this module imports neither torch nor transformers.
+files an option names. Declaring the options runs in every pytest session of any project that installs barkbench:
+this module imports neither torch nor numpy, scipy or matplotlib; a parser imports what it needs when its option
+is given.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,10 +19,12 @@ from barkbench.measure import sources
 from barkbench.measure import workload as workload_mod
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
 from barkbench.parsers import positive_int, positive_seconds
-from barkbench.results import budgets as budgets_mod
-from barkbench.results import quality as quality_mod
-from barkbench.sweep import shards as shards_mod
 from barkbench.variants import DEFAULT_VARIANTS, Variant, VariantError, parse_variants
+
+if TYPE_CHECKING:
+    from barkbench.results import budgets as budgets_mod
+    from barkbench.results import quality as quality_mod
+    from barkbench.sweep import shards as shards_mod
 
 ISOLATION_MODES = ("process", "off")
 DEVICES = ("auto", "cpu", "cuda", "xpu", "mps")
@@ -70,6 +75,8 @@ def parse_variants_option(value: str) -> list[Variant]:
 
 
 def parse_shard_option(value: str) -> shards_mod.Shard:
+    from barkbench.sweep import shards as shards_mod
+
     try:
         return shards_mod.parse_shard(value)
     except shards_mod.ShardError as exc:
@@ -88,6 +95,8 @@ def parse_model_option(value: str) -> sources.ModelSource:
 
 
 def parse_budgets_option(value: str) -> budgets_mod.Budgets:
+    from barkbench.results import budgets as budgets_mod
+
     try:
         return budgets_mod.load_budgets(value)
     except budgets_mod.BudgetError as exc:
@@ -95,6 +104,8 @@ def parse_budgets_option(value: str) -> budgets_mod.Budgets:
 
 
 def parse_quality_gates_option(value: str) -> tuple[quality_mod.Gate, ...]:
+    from barkbench.results import quality as quality_mod
+
     try:
         return quality_mod.load_gates(value)
     except quality_mod.QualityGateError as exc:

@@ -34,6 +34,7 @@ from barkbench.results import budgets as budgets_mod
 from barkbench.results import quality as quality_gates
 from barkbench.results.load import parse_run
 from barkbench.results.report import terminal_summary
+from barkbench.sweep import shards as shards_mod
 from barkbench.variants import CPU_DEFAULT_NOTE, CPU_EMULATED_HALF_NOTE, Variant
 
 
@@ -41,7 +42,7 @@ from barkbench.variants import CPU_DEFAULT_NOTE, CPU_EMULATED_HALF_NOTE, Variant
 # and a dataclass's generated __eq__ would make the session unhashable (every session then dies at start).
 @dataclass(eq=False)
 class BarkSession:
-    """What one pytest session accumulates; registered as a plugin by ``pytest_configure``."""
+    """What one pytest session with Bark tests accumulates; its hooks are called by the plugin's handle."""
 
     pytest_config: pytest.Config
     #: The command line's --bark-* values, read once at configure.
@@ -115,7 +116,9 @@ class BarkSession:
                 lines.append(f"barkbench: {CPU_EMULATED_HALF_NOTE}")
         return lines or None
 
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
+    def activate(self, session: pytest.Session) -> None:
+        """The session has Bark tests (collection found one): patch pytest-benchmark's saves, guard them from
+        signals, keep the rounds in the autosave. Never in a session without one."""
         benchmark_patches.install(session.config, self.failed, self.saved_paths)
         if threading.current_thread() is threading.main_thread():
             # SIGTERM ends the session the way Ctrl-C does: the worker is killed, finished variants are saved.
@@ -198,7 +201,6 @@ class BarkSession:
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         self._print_tables(terminalreporter)
         if self.interrupted is not None:
@@ -224,6 +226,21 @@ class BarkSession:
             terminalreporter.write_line(
                 f"{len(failed)} of {len(self.verdicts)} budget check(s) failed: the session fails", red=True, bold=True
             )
+
+    def update_machine_info(self, machine_info: dict[str, Any]) -> None:
+        """The device's and the CPU's facts, for pytest-benchmark's ``machine_info``."""
+        machine_info["barkbench"] = device_mod.machine_info(self.config.device_type)
+        # CPU model, frequency policy and the load at the session's start: what makes two runs' timings differ.
+        machine_info["barkbench"]["cpu"] = self.machine_facts.as_dict()
+
+    def update_json(self, output_json: dict[str, Any], skipped: dict[str, str]) -> None:
+        """The shard, the whole matrix's fingerprint and the workload: what `barkbench merge` checks and completes;
+        the skipped variants (unsupported here) are accounted for, so a merge does not call them missing."""
+        if self._config is None:
+            return  # no barkbench variant in this session (a bark_bench test alone): nothing to record
+        record = self.config.sweep_record()
+        record["skipped"] = dict(skipped)
+        output_json[shards_mod.JSON_KEY] = record
 
     def interrupt_line(self) -> str:
         """One line after an interrupt: what was saved where, and what was not."""
