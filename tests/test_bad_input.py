@@ -98,6 +98,26 @@ def test_nonsense_options_are_a_one_line_usage_error(bench, args, message):
     result.stderr.no_fnmatch_line("*Traceback*")
 
 
+@pytest.mark.parametrize("variants", [(), ("--bark-variants", "baseline")], ids=["default-variants", "bark-variants"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bark-max-rounds", "5"], "--bark-max-rounds caps adaptive rounds; add --bark-target-precision (e.g. 0.02)"),
+        (
+            ["--bark-processes", "2", "--bark-isolation", "off"],
+            "--bark-processes needs a fresh worker process per run; drop --bark-isolation off",
+        ),
+    ],
+)
+def test_contradicting_options_are_one_line_with_or_without_variants(bench, args, message, variants):
+    # Checked where the options are read: with --bark-variants the first use of the config used to be while a
+    # test was parametrized, where the same error was a collection error with its traceback.
+    result = run(bench, *variants, *args, timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    text = result.stdout.str() + result.stderr.str()
+    assert [x for x in text.splitlines() if x.strip()] == [f"ERROR: {message}"], text
+
+
 # -- model sources ----------------------------------------------------------------------------------------------
 
 

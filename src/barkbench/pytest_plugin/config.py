@@ -151,10 +151,8 @@ class BenchConfig:
         source = options.source
         device_type = device_mod.device_type() if options.device == "auto" else options.device
         variants = _variants(options, device_type)
-        rounds = options.rounds or DEFAULT_ROUNDS.get(source.label, DEFAULT_ROUNDS_OTHER)
-        if options.processes > 1 and options.isolation != "process":
-            raise pytest.UsageError("--bark-processes needs a fresh worker process per run; drop --bark-isolation off")
-        _check_adaptive_options(options, rounds)
+        rounds = _rounds(options)
+        check_combinations(options)
         return cls(
             source=source,
             variants=tuple(options.shard.select(variants) if options.shard else variants),
@@ -280,6 +278,19 @@ def _variants(options: BenchOptions, device_type: str) -> list[Variant]:
         return dedupe([v for chosen in options.variants for v in chosen])
     half_native = device_type != "cpu" or not device_mod.cpu_emulates_half_precision()
     return default_variants(device_type, half_native)
+
+
+def _rounds(options: BenchOptions) -> int:
+    """--bark-rounds, or the model's default."""
+    return options.rounds or DEFAULT_ROUNDS.get(options.source.label, DEFAULT_ROUNDS_OTHER)
+
+
+def check_combinations(options: BenchOptions) -> None:
+    """Options that contradict each other: ``pytest.UsageError``, one line. Checked at configure from the options
+    alone, before collection: raised while a test is parametrized, the same error would be a collection error."""
+    if options.processes > 1 and options.isolation != "process":
+        raise pytest.UsageError("--bark-processes needs a fresh worker process per run; drop --bark-isolation off")
+    _check_adaptive_options(options, _rounds(options))
 
 
 def _check_adaptive_options(options: BenchOptions, rounds: int) -> None:

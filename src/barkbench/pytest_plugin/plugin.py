@@ -100,10 +100,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from barkbench.pytest_plugin.config import BenchOptions
+    from barkbench.pytest_plugin.config import BenchOptions, check_combinations
 
     bench_options = BenchOptions.read(config)
     options.check_device(bench_options.device)
+    # Here, not where a test is parametrized: there the same error would be a collection error's traceback.
+    check_combinations(bench_options)
     config.pluginmanager.register(SessionHandle(config, bench_options), SESSION_PLUGIN)
 
 
