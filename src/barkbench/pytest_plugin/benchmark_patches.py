@@ -4,7 +4,10 @@ the rest of barkbench only uses pytest-benchmark's public fixture, options and h
 1. Atomic saves: pytest-benchmark writes ``--benchmark-json`` and its autosave files with a plain
    ``open(..., "wb")`` (``BenchmarkSession.save_json``, ``FileStorage.save``): a Ctrl-C or a kill during the write
    leaves a truncated file that no reader can parse. Both are replaced by writes through ``atomic_write_bytes``
-   that keep pytest-benchmark's bytes and log lines.
+   that keep pytest-benchmark's bytes and log lines. A write that fails (a full disk, a folder made read-only)
+   raises out of pytest-benchmark's sessionfinish, after every variant was measured: the other destination, the
+   tables and the rows would all be lost. The patched writers catch ``OSError``, put the bytes in a rescue file
+   (``rescue_file``) and note one line saying where; the session prints it and fails.
 2. Failed variants in the JSON: pytest-benchmark drops a benchmark whose test raised, so the ``--benchmark-json``
    file would not say a variant was tried and failed, nor why. The patched ``save_json`` appends them.
 3. Failures only: pytest-benchmark writes no file at all when no benchmark has timings
@@ -15,8 +18,11 @@ the rest of barkbench only uses pytest-benchmark's public fixture, options and h
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +66,61 @@ def failed_benchmark_json(benchmark: Any) -> dict[str, Any]:
     }
 
 
+#: The name of a rescue file (``rescue_file``): ``{stamp}`` the local time, ``{n}`` empty or ``-2``, ``-3``...
+RESCUE_NAME = "barkbench-unsaved-{stamp}{n}.json"
+
+
+def rescue_file(data: bytes, folders: tuple[Path, ...] | None = None) -> Path | None:
+    """Write ``data`` (a destination's bytes that could not be written) to a new file in the first of ``folders``
+    (default: the working directory, then the system's temporary folder) that takes it; None if none does."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in folders or (Path.cwd(), Path(tempfile.gettempdir())):
+        path = _new_name(folder, stamp)
+        try:
+            atomic_write_bytes(path, data)
+        except OSError:
+            continue  # this folder is full or read-only too: try the next
+        return path
+    return None
+
+
+def _new_name(folder: Path, stamp: str) -> Path:
+    """A rescue file's name in ``folder`` that no file has yet (two failed destinations in one second)."""
+    for n in itertools.count(1):
+        path = folder / RESCUE_NAME.format(stamp=stamp, n=f"-{n}" if n > 1 else "")
+        if not path.exists():
+            return path
+    raise AssertionError("unreachable")
+
+
+def _write_or_rescue(what: str, place: Callable[[], Path], data: bytes, unsaved: list[str]) -> Path | None:
+    """Write ``data`` to ``place()`` (which may make its folder); on ``OSError`` the bytes go to a rescue file and
+    ``unsaved`` gets one line naming the destination, the error and where the rows are. The path written, or
+    None."""
+    path: Path | None = None
+    try:
+        path = place()
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        rescued = rescue_file(data)
+        kept = f"its rows are kept in {rescued}" if rescued else "its rows could not be kept (no folder took them)"
+        where = path if path is not None else exc.filename
+        unsaved.append(f"barkbench: could not write {what} {where} ({exc.strerror or exc}); {kept}")
+        return None
+    return path
+
+
+def storage_folder(config: pytest.Config) -> Path | None:
+    """The folder --benchmark-autosave / --benchmark-save writes to, when one of them is given and the storage is
+    pytest-benchmark's file storage (its ``path``); None otherwise."""
+    bs = _benchmark_session(config)
+    storage: Any = getattr(bs, "storage", None)
+    if bs is None or not (bs.save or bs.autosave) or type(storage).__name__ != "FileStorage":
+        return None
+    path = getattr(storage, "path", None)
+    return Path(path) if isinstance(path, (str, os.PathLike)) else None
+
+
 def _benchmark_session(config: pytest.Config) -> Any:
     # pytest-benchmark keeps its session object on the config under a private name (no public accessor).
     return getattr(config, "_benchmarksession", None)
@@ -82,12 +143,18 @@ def _add_failures(failed: list[dict[str, Any]], output_json: dict[str, Any]) -> 
     output_json.setdefault("benchmarks", []).extend(e for e in failed if e["fullname"] not in present)
 
 
-def install(config: pytest.Config, failed: list[dict[str, Any]], saved: list[str] | None = None) -> None:
+def install(
+    config: pytest.Config,
+    failed: list[dict[str, Any]],
+    saved: list[str] | None = None,
+    unsaved: list[str] | None = None,
+) -> None:
     """Patches 1 and 2 on this session's pytest-benchmark session (a no-op without pytest-benchmark).
 
     ``failed`` is the session's list of failed variants, read when the JSON is saved; the path of every file
-    written is appended to ``saved``."""
+    written is appended to ``saved``, a line for every one that could not be to ``unsaved``."""
     saved = [] if saved is None else saved
+    unsaved = [] if unsaved is None else unsaved
     bs = _benchmark_session(config)
     if bs is None:
         return
@@ -105,9 +172,9 @@ def install(config: pytest.Config, failed: list[dict[str, Any]], saved: list[str
 
         def save_json(output_json: Any) -> None:
             _add_failures(failed, output_json)
-            atomic_write_bytes(bs.json, dumps(output_json))
-            saved.append(str(bs.json))
-            bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
+            if _write_or_rescue("--benchmark-json", lambda: Path(bs.json), dumps(output_json), unsaved):
+                saved.append(str(bs.json))
+                bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
 
         bs.save_json = save_json
     storage: Any = getattr(bs, "storage", None)
@@ -115,10 +182,12 @@ def install(config: pytest.Config, failed: list[dict[str, Any]], saved: list[str
     if storage is not None and type(storage).__name__ == "FileStorage" and hasattr(storage, "_next_num"):
 
         def save(output_json: Any, save: str) -> None:
-            output_file = storage.get(f"{storage._next_num}_{save}.json")
-            atomic_write_bytes(output_file, dumps(output_json))
-            saved.append(str(output_file))
-            storage.logger.info(f"Saved benchmark data in: {output_file}")
+            name = f"{storage._next_num}_{save}.json"
+            # storage.get makes the machine's folder: a failure there is the write's failure too.
+            output_file = _write_or_rescue("the autosave", lambda: Path(storage.get(name)), dumps(output_json), unsaved)
+            if output_file is not None:
+                saved.append(str(output_file))
+                storage.logger.info(f"Saved benchmark data in: {output_file}")
 
         storage.save = save
 

@@ -1,9 +1,10 @@
 """The benchmark session: the object that owns what a session accumulates (``BarkSession``: completed and failed
 variants, the budget verdicts, the clock of the progress lines), and the run of one variant (``BarkBench``:
-measured by ``barkbench.measure.engine``, recorded by ``recording``). The session object is registered as a
-plugin in ``pytest_configure`` (the way pytest-xdist's ``DSession`` and pytest-codspeed's plugin object are), so
-its hooks read its own state rather than stash keys. Options are read once (``config``); nothing here reads one
-again.
+measured by ``barkbench.measure.engine``, recorded by ``recording``). The session object is built by the plugin's
+``SessionHandle`` (registered in ``pytest_configure``, the way pytest-xdist's ``DSession`` and pytest-codspeed's
+plugin object are) when a Bark test needs it, and the handle's hooks call its methods once collection has found
+one, so they read its own state rather than stash keys. Options are read once (``config``); nothing here reads
+one again.
 
 Nothing here imports torch at import time: the measuring happens in a worker process by default.
 """
@@ -64,6 +65,9 @@ class BarkSession:
     interrupted: tuple[str, str] | None = None
     #: Files pytest-benchmark wrote this session (--benchmark-json, autosave), for the line after an interrupt.
     saved_paths: list[str] = field(default_factory=list)
+    #: One line per destination that could not be written at the end (where its rows went instead): printed at
+    #: the end, and the session fails.
+    unsaved: list[str] = field(default_factory=list)
     #: Elapsed time and what finished, for the progress lines' estimate of what is left.
     clock: schedule.RunClock = field(default_factory=schedule.RunClock)
     #: Ids of the collected --bark-variants tests, in run order: what --bark-interleave schedules.
@@ -119,7 +123,7 @@ class BarkSession:
     def activate(self, session: pytest.Session) -> None:
         """The session has Bark tests (collection found one): patch pytest-benchmark's saves, guard them from
         signals, keep the rounds in the autosave. Never in a session without one."""
-        benchmark_patches.install(session.config, self.failed, self.saved_paths)
+        benchmark_patches.install(session.config, self.failed, self.saved_paths, self.unsaved)
         if threading.current_thread() is threading.main_thread():
             # SIGTERM ends the session the way Ctrl-C does: the worker is killed, finished variants are saved.
             guard = SaveGuard()
@@ -142,6 +146,7 @@ class BarkSession:
             self.clock.calls_per_process = cfg.warmup_rounds + cfg.rounds
         if any("bark_variant" in getattr(item, "fixturenames", ()) for item in session.items):
             startup_checks(self.options)
+            self._check_storage()
             self._check_batch_memory()
             self._warn_unused_prompts()
 
@@ -152,6 +157,13 @@ class BarkSession:
         reporter = self.pytest_config.pluginmanager.get_plugin("terminalreporter")
         if note and reporter is not None:
             reporter.write_line(f"barkbench: WARNING: {note}", yellow=True)
+
+    def _check_storage(self) -> None:
+        """The autosave's folder (--benchmark-storage), when --benchmark-autosave or --benchmark-save asks for it:
+        found unwritable now rather than after every variant is measured."""
+        folder = benchmark_patches.storage_folder(self.pytest_config)
+        if folder is not None:
+            _check_writable(folder, f"--benchmark-storage {folder}", "give a writable folder (file://PATH)")
 
     def _check_batch_memory(self) -> None:
         """Refuse a batch whose lower-bound memory estimate exceeds the machine's memory; warn above what is free.
@@ -186,6 +198,8 @@ class BarkSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # pytest-benchmark's own sessionfinish is a hook wrapper that has already saved the results here.
         benchmark_patches.save_failures_only(session.config, self.failed)
+        if self.unsaved and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         gates = self.options.quality_gates
         if gates is not None:
             self.quality_verdicts = quality_gates.check(self.completed, gates)
@@ -205,6 +219,8 @@ class BarkSession:
         self._print_tables(terminalreporter)
         if self.interrupted is not None:
             terminalreporter.write_line(self.interrupt_line(), yellow=True, bold=True)
+        for line in self.unsaved:
+            terminalreporter.write_line(line, red=True, bold=True)
         if self.quality_verdicts is not None:
             terminalreporter.section("barkbench quality gates")
             for qv in self.quality_verdicts:
@@ -265,6 +281,10 @@ class BarkSession:
 def startup_checks(options: BenchOptions) -> None:
     """What can be checked before a model loads, checked once: one line with the fix, no traceback."""
     json_path = options.benchmark_json
+    if json_path is not None and json_path.is_dir():
+        raise pytest.UsageError(
+            f"--benchmark-json {json_path}: is a directory; give a file path, e.g. {json_path / 'run.json'}"
+        )
     if json_path is not None:
         _check_writable(json_path.parent, f"--benchmark-json {json_path}", "give a path in a writable folder")
     wav_dir = options.wav_dir
