@@ -408,6 +408,24 @@ def test_a_run_whose_every_variant_failed_still_writes_the_failures(bench, monke
     assert entry["extra_info"]["status"] == "failed" and "out of memory" in entry["extra_info"]["error"]
 
 
+def test_a_run_whose_every_variant_failed_says_one_true_thing_about_what_it_saved(bench, monkeypatch):
+    # pytest-benchmark alone says "Not saving anything" when nothing has timings; barkbench writes the failures to
+    # --benchmark-json after all. The autosave (which holds timed rows only) is not written, and says so; the
+    # failed variant's fixture counts as used (barkbench recorded it): no "fixture was not used at all".
+    monkeypatch.setenv(FAIL_VARIANT_ENV, "eager-fp32-bs1:error")
+    out, store = bench.path / "run.json", bench.path / "store"
+    autosave = ("--benchmark-autosave", f"--benchmark-storage=file://{store}")
+    result = run(bench, "--bark-variants", "baseline", f"--benchmark-json={out}", *autosave)
+    result.assert_outcomes(failed=1)
+    text = result.stdout.str() + result.stderr.str()
+    assert "Not saving anything" not in text and "Benchmark fixture was not used at all" not in text
+    assert f"Wrote benchmark data in: {out}" in text
+    assert f"Not autosaving: no variant has timings; the failures are in {out} only" in text
+    assert not list(store.rglob("*.json"))
+    (entry,) = json.loads(out.read_text())["benchmarks"]
+    assert entry["extra_info"]["status"] == "failed"
+
+
 # -- an interrupted run never leaves a corrupt JSON behind --------------------------------------------------------
 
 
@@ -592,3 +610,21 @@ def test_a_failed_final_save_keeps_the_rows_writes_the_other_file_and_fails(benc
         (row,) = json.loads(out.read_text())["benchmarks"]
     assert row["extra_info"]["variant"] == "eager-fp32-bs1" and row["stats"]["rounds"] == 1
     result.stdout.fnmatch_lines(["*benchmark*1 tests*", "*barkbench results*", "*eager-fp32-bs1*"])
+
+
+def test_pytest_benchmark_s_reader_refuses_a_file_with_an_unfinished_row_and_the_docs_say_so():
+    import subprocess
+    import sys
+
+    # h200-tiny.json: a --benchmark-json file with an interrupted row (stats: null).
+    data = Path(__file__).parent / "data" / "h200-tiny.json"
+    assert any(b["stats"] is None for b in json.loads(data.read_text())["benchmarks"])
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_benchmark", "compare", str(data)], capture_output=True, text=True, timeout=120
+    )
+    assert f"Failed to load {data}" in done.stderr, done.stderr
+    # So the docs name the autosave as what pytest-benchmark compare reads, not the --benchmark-json file.
+    text = " ".join((Path(__file__).parents[1] / "docs" / "correctness.md").read_text().split())
+    interrupts = text[text.index("**Interrupts**") :].split("**")[2]
+    assert "`pytest-benchmark compare` reads the autosave only" in interrupts
+    assert "both read by `pytest-benchmark compare`" not in text

@@ -11,8 +11,12 @@ the rest of barkbench only uses pytest-benchmark's public fixture, options and h
 2. Failed variants in the JSON: pytest-benchmark drops a benchmark whose test raised, so the ``--benchmark-json``
    file would not say a variant was tried and failed, nor why. The patched ``save_json`` appends them.
 3. Failures only: pytest-benchmark writes no file at all when no benchmark has timings
-   (``BenchmarkSession.finish`` returns early), so a run whose every variant failed would lose the reasons.
-   ``save_failures_only`` writes the file it would have written.
+   (``BenchmarkSession.handle_saving`` warns "Not saving anything"), so a run whose every variant failed would lose
+   the reasons. The patched ``handle_saving`` writes the file it would have written (``save_failures_only``)
+   instead of that warning.
+4. A recorded failure uses the fixture: pytest-benchmark warns "Benchmark fixture was not used at all" for a test
+   that never called it, which a variant that failed or was interrupted does not (nothing is timed); barkbench
+   recorded it, so ``mark_recorded`` marks the fixture used.
 """
 
 from __future__ import annotations
@@ -110,6 +114,14 @@ def _write_or_rescue(what: str, place: Callable[[], Path], data: bytes, unsaved:
     return path
 
 
+def mark_recorded(benchmark: Any) -> None:
+    """Patch 4: the fixture of a variant barkbench recorded as failed or interrupted counts as used, so
+    pytest-benchmark does not warn "Benchmark fixture was not used at all" (``_mode``, set by ``pedantic``, is what
+    its clean-up reads in 5.x)."""
+    if hasattr(benchmark, "_mode") and not benchmark._mode:
+        benchmark._mode = "recorded by barkbench (no timings)"
+
+
 def storage_folder(config: pytest.Config) -> Path | None:
     """The folder --benchmark-autosave / --benchmark-save writes to, when one of them is given and the storage is
     pytest-benchmark's file storage (its ``path``); None otherwise."""
@@ -149,7 +161,7 @@ def install(
     saved: list[str] | None = None,
     unsaved: list[str] | None = None,
 ) -> None:
-    """Patches 1 and 2 on this session's pytest-benchmark session (a no-op without pytest-benchmark).
+    """Patches 1 to 3 on this session's pytest-benchmark session (a no-op without pytest-benchmark).
 
     ``failed`` is the session's list of failed variants, read when the JSON is saved; the path of every file
     written is appended to ``saved``, a line for every one that could not be to ``unsaved``."""
@@ -177,6 +189,7 @@ def install(
                 bs.logger.info(f"Wrote benchmark data in: {bs.json}", purple=True)
 
         bs.save_json = save_json
+        _install_failures_only(config, bs, failed)
     storage: Any = getattr(bs, "storage", None)
     # Only the file storage (the default); its private _next_num is stable across pytest-benchmark 5.x.
     if storage is not None and type(storage).__name__ == "FileStorage" and hasattr(storage, "_next_num"):
@@ -192,9 +205,28 @@ def install(
         storage.save = save
 
 
+def _install_failures_only(config: pytest.Config, bs: Any, failed: list[dict[str, Any]]) -> None:
+    """Patch 3: when variants failed and none has timings, ``handle_saving`` writes the ``--benchmark-json`` file
+    with the failures rather than warn "Not saving anything" (which the written file would contradict). The
+    autosave stays unwritten (pytest-benchmark's reader rejects a benchmark without stats): one line says so."""
+    handle_saving = getattr(bs, "handle_saving", None)
+    if handle_saving is None:  # not a pytest-benchmark 5.x session: nothing to patch
+        return
+
+    def failures_or_saving() -> None:
+        if bs.benchmarks or not failed or bs.disabled:
+            handle_saving()
+            return
+        save_failures_only(config, failed)
+        if bs.save or bs.autosave:
+            bs.logger.warning(f"Not autosaving: no variant has timings; the failures are in {bs.json} only")
+
+    bs.handle_saving = failures_or_saving
+
+
 def save_failures_only(config: pytest.Config, failed: list[dict[str, Any]]) -> None:
-    """Patch 3: when variants failed and none has timings, write the ``--benchmark-json`` file pytest-benchmark
-    skipped, through its own hooks; ``save_json`` (patched above) adds the failures."""
+    """Write the ``--benchmark-json`` file pytest-benchmark skips when no benchmark has timings, through its own
+    hooks; ``save_json`` (patched above) adds the failures."""
     bs = _benchmark_session(config)
     if not failed or bs is None or not bs.json or bs.benchmarks or bs.disabled:
         return

@@ -197,7 +197,6 @@ class BarkSession:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # pytest-benchmark's own sessionfinish is a hook wrapper that has already saved the results here.
-        benchmark_patches.save_failures_only(session.config, self.failed)
         if self.unsaved and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         gates = self.options.quality_gates
@@ -413,6 +412,7 @@ class BarkBench:
             return measurement.results
         if session is not None:
             session.failed.append(benchmark_patches.failed_benchmark_json(benchmark))
+        benchmark_patches.mark_recorded(benchmark)
         interruption = measurement.interruption
         if interruption is not None:
             benchmark.has_error = True
