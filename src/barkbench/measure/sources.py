@@ -21,6 +21,7 @@ from typing import Any
 
 from barkbench.bark import ARCHITECTURES, sub_model_configs
 from barkbench.bark import EXPECTED_PARAMETERS as EXPECTED_PARAMETERS  # tests/test_sources.py reads it here
+from barkbench.measure.lifetime import parent_death_signal
 
 #: Written last into a built folder: its presence means the folder is complete.
 _COMPLETE_MARK = "barkbench-source.json"
@@ -167,10 +168,8 @@ def prebuild(source: ModelSource) -> None:
     import subprocess
     import sys
 
-    from barkbench.measure.worker import parent_death_signal  # not at the top: the worker module imports this one
-
     code = (
-        f"from barkbench.measure.worker import die_with_parent; die_with_parent({os.getpid()})\n"
+        f"from barkbench.measure.lifetime import die_with_parent; die_with_parent({os.getpid()})\n"
         f"from barkbench.measure import sources; sources.ensure_random_model({source.arch!r})"
     )
     command = [sys.executable, "-c", code]

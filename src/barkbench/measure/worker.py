@@ -31,21 +31,19 @@ Importing this module does not import torch: the parent never needs it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import multiprocessing
 import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from barkbench.measure.lifetime import die_with_parent
 from barkbench.measure.oom_kills import OomKillCount, describe_sigkill, oom_kill_count, oom_killed
 from barkbench.measure.optimize import VariantUnsupported
 from barkbench.measure.runner import PieceDone, RoundResult, Runner, RunnerInfo, RunSpec, VariantRunner
@@ -64,8 +62,6 @@ ROUND_TIMEOUT_FACTOR = 10.0
 #: that did not answer within its time limit.
 FailureKind = Literal["oom", "error", "died", "timeout"]
 
-#: Linux prctl(2) option: the signal the kernel sends this process when its parent dies.
-_PR_SET_PDEATHSIG = 1
 
 #: Testing hook: ``BARKBENCH_STOP_AT_LOAD=<variant id>`` makes that variant's worker stop itself (SIGSTOP) before it
 #: loads anything, as a worker hung in its load would be: what --bark-load-timeout bounds. Worker processes only.
@@ -188,41 +184,6 @@ def describe_exit(
             return describe_sigkill(oom_before, oom_after)
         return f"killed by {name}"
     return f"exit code {exitcode}"
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Make sure this process (a worker, a model builder) ends when its parent does, however the parent ends
-    (SIGKILL included)."""
-    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if libc_name:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    else:
-
-        def watch() -> None:
-            while os.getppid() == parent_pid:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="barkbench-parent-watch", daemon=True).start()
-    if os.getppid() != parent_pid:
-        os._exit(1)  # the parent died before the request above took effect
-
-
-def parent_death_signal() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for ``subprocess`` (Linux; None elsewhere) that asks the kernel for SIGKILL when the parent
-    dies, in the child before it runs any code of its own: a child stopped or stuck in its interpreter's start-up,
-    before ``die_with_parent`` could run, dies with its parent too. Only a prctl call runs between fork and exec
-    (the library is resolved here, in the parent), as little as ``preexec_fn`` should do."""
-    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if not libc_name:
-        return None
-    prctl = ctypes.CDLL(libc_name, use_errno=True).prctl
-
-    def request() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-    return request
 
 
 def _worker_main(conn: Any, spec: RunSpec, parent_pid: int | None = None, log_path: str | None = None) -> None:
