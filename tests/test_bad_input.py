@@ -603,7 +603,8 @@ def test_a_failed_final_save_keeps_the_rows_writes_the_other_file_and_fails(benc
     # The other destination is written, and the tables printed.
     autosaved = list(store.rglob("*.json"))
     if failing == "json":
-        assert not out.exists() and len(autosaved) == 1
+        # (pytest-benchmark 5.1 and 5.2 create the file, empty, while parsing options.)
+        assert (not out.exists() or not out.read_text()) and len(autosaved) == 1
         (row,) = json.loads(autosaved[0].read_text())["benchmarks"]
     else:
         assert not autosaved
