@@ -35,6 +35,19 @@ def test_tiny_is_deterministic(tmp_path, tiny_dir):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_killed_builds_folder_is_removed_by_the_next_build(tmp_path):
+    # A builder dies with its parent (a Ctrl-C during a first build): its temporary folder, up to gigabytes, stays
+    # behind; the next build of that model, holding the cache lock, removes it, and nothing of another model.
+    target = sources.random_model_dir("tiny", tmp_path)
+    killed = tmp_path / f".{target.name}-killed"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"half a file")
+    other = tmp_path / ".random-bark-small-0123456789-building"
+    other.mkdir()
+    assert sources.ensure_random_model("tiny", root=tmp_path) == target
+    assert not killed.exists() and other.exists()
+
+
 def test_processor_tokenizes_the_prompts_without_unknowns(tiny_source):
     from barkbench.measure.workload import PROMPTS
 
