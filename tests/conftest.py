@@ -37,6 +37,19 @@ def _load_hypothesis_profiles() -> None:
 _load_hypothesis_profiles()
 
 REPO = Path(__file__).resolve().parents[1]
+#: A benchmark sub-session's quickest settings on the CPU: 8 semantic tokens, one round, no warm-up.
+FAST = [
+    "--bark-semantic-tokens",
+    "8",
+    "--bark-rounds",
+    "1",
+    "--bark-warmup-rounds",
+    "0",
+    "-p",
+    "no:cacheprovider",
+    "--bark-device",
+    "cpu",
+]
 
 
 def running_stack() -> str:

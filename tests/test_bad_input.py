@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST
 
 from barkbench.measure import sources
 from barkbench.measure.runner import FAIL_VARIANT_ENV, RunSpec, VariantRunner
@@ -20,18 +21,6 @@ from barkbench.measure.workload import MAX_TEXT_TOKENS, Workload, WorkloadError
 from barkbench.variants import Variant, VariantError, parse_variants
 
 # Pinned to the CPU: these sub-sessions check CPU behaviour (skip reasons, RSS figures), on any machine.
-FAST = [
-    "--bark-semantic-tokens",
-    "8",
-    "--bark-rounds",
-    "1",
-    "--bark-warmup-rounds",
-    "0",
-    "-p",
-    "no:cacheprovider",
-    "--bark-device",
-    "cpu",
-]
 IN_PROCESS = ["--bark-isolation", "off"]
 LONG_PROMPT = " ".join(["Wow, batching is so great!"] * 60)
 

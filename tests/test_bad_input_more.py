@@ -17,24 +17,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import FAST
 
 from barkbench.cli import main
 from barkbench.measure import sources
 from barkbench.measure import workload as wl
 from barkbench.measure.workload import WorkloadError
 
-FAST = [
-    "--bark-semantic-tokens",
-    "8",
-    "--bark-rounds",
-    "1",
-    "--bark-warmup-rounds",
-    "0",
-    "-p",
-    "no:cacheprovider",
-    "--bark-device",
-    "cpu",
-]
 DATA = Path(__file__).parent / "data" / "run-cpu.json"
 GOOD_VOICE = {
     "semantic_prompt": np.arange(20),

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FAST
 
 from barkbench.measure import device as device_mod
 from barkbench.measure.optimize import unsupported_reason
@@ -270,18 +271,6 @@ def test_half_precision_weights_are_half_of_fp32(measured):
 # -- a benchmark run enforces them -------------------------------------------------------------------------------
 
 # Pinned to the CPU: these sub-sessions check CPU behaviour (skip reasons, RSS figures), on any machine.
-FAST = [
-    "--bark-semantic-tokens",
-    "8",
-    "--bark-rounds",
-    "1",
-    "--bark-warmup-rounds",
-    "0",
-    "-p",
-    "no:cacheprovider",
-    "--bark-device",
-    "cpu",
-]
 
 
 @pytest.mark.one_stack("legacy")
