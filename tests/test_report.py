@@ -443,3 +443,21 @@ def test_unstable_rows_are_marked_with_their_reasons(tmp_path: Path) -> None:
     assert "| `eager-fp32-bs1` | 2.00 ± 0.05 |" in text  # checked and stable: no mark
     # 3.0 CPU seconds of others over 4.4 s x 2 CPUs = 34 %.
     assert "- `sdpa-fp32-bs1`: other processes used 34 % of the machine's CPU time (limit 10 %)" in text
+
+
+def test_real_time_factor_has_one_definition() -> None:
+    """The record's figure where it was written; the same formula (``record.real_time_factor_of``) for files from
+    before the field existed, so report and record never disagree."""
+    from barkbench import record
+    from barkbench.results.report import real_time_factor
+
+    recorded = load_run(DATA / "main-2026-12-06-default.json").benchmarks
+    assert all(r.record.real_time_factor is not None for r in recorded)
+    for r in recorded:
+        assert real_time_factor(r) == r.record.real_time_factor
+        assert real_time_factor(r) == pytest.approx(record.real_time_factor_of(r.latency_mean, r.audio_seconds))
+    older = [r for r in load_run(CPU_RUN).benchmarks if r.audio_seconds]
+    assert older and all(r.record.real_time_factor is None for r in older)
+    for r in older:
+        assert real_time_factor(r) == pytest.approx(r.latency_mean / r.audio_seconds)
+    assert record.real_time_factor_of(None, 2.0) is None and record.real_time_factor_of(1.0, 0.0) is None

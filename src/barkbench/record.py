@@ -495,6 +495,14 @@ LATENCY_MEAN = FieldInfo(
 )
 
 
+def real_time_factor_of(latency_s: float | None, audio_seconds: float | None) -> float | None:
+    """``real_time_factor``'s one definition: mean seconds per call (pytest-benchmark's ``stats.mean`` where it
+    recorded the rounds, else the workers' mean) / seconds of audio per call; None when either is missing or 0.
+    The worker's summary writes it; ``barkbench report`` computes it this way for records written before the field
+    existed."""
+    return latency_s / audio_seconds if latency_s and audio_seconds else None
+
+
 # -- formats ------------------------------------------------------------------------------------------------------
 
 

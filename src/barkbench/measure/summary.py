@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from barkbench import record
 from barkbench.measure.runner import RoundResult
 from barkbench.measure.stages import summarize_stages
 
@@ -74,7 +75,7 @@ def summarize(
         semantic_tokens_per_s=stages.get("semantic_tokens_per_s"),
         coarse_tokens_per_s=stages.get("coarse_tokens_per_s"),
         unattributed_seconds=stages.get("unattributed_seconds"),
-        real_time_factor=seconds / audio if audio > 0 else None,
+        real_time_factor=record.real_time_factor_of(seconds, audio),
         latency_cv=stddev_seconds / seconds if stddev_seconds is not None and seconds > 0 else None,
         peak_memory_bytes=max(r.peak_memory_bytes for r in results),
         peak_memory_bytes_mean=int(statistics.fmean(r.peak_memory_bytes for r in results)),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from barkbench import record
 from barkbench.results import efficiency, plots, quality, schema
 from barkbench.results import markdown as md
 from barkbench.results.load import BenchmarkResult, ResultsError, Run
@@ -371,8 +372,11 @@ def legend(results: Sequence[BenchmarkResult], captions: Sequence[str] = ()) -> 
 
 
 def real_time_factor(r: BenchmarkResult) -> float | None:
-    """Latency / seconds of audio generated (below 1 is faster than real time); None when either is missing."""
-    return r.latency_mean / r.audio_seconds if r.latency_mean and r.audio_seconds else None
+    """The recorded ``real_time_factor`` (below 1 is faster than real time); for a record written before the
+    field existed, the same definition applied to its stats block; None when a figure is missing."""
+    if r.record.real_time_factor is not None:
+        return r.record.real_time_factor
+    return record.real_time_factor_of(r.latency_mean, r.audio_seconds)
 
 
 _STAGE_CAPTION = (
