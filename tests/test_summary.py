@@ -215,7 +215,8 @@ def test_parse_tables(value: str, parsed: tuple[str, ...]) -> None:
 def test_parse_tables_refuses_other_names_in_one_line(value: str) -> None:
     with pytest.raises(ValueError, match="--bark-tables") as info:
         parse_tables(value)
-    assert "compact (the default), full, or compact plus any of stages, limits, quality, processes" in str(info.value)
+    expected = "compact (the default), full, or compact plus any of stages, limits, quality, processes, memory"
+    assert expected in str(info.value)
     assert "\n" not in str(info.value)
 
 
@@ -268,3 +269,46 @@ def test_a_tiny_session_prints_the_compact_summary(bench_pytester: pytest.Pytest
     assert summary.count(LEGEND) == 1
     for absent in FULL_ONLY:
         assert absent not in summary, absent
+
+
+def test_memory_table_shows_every_kind_of_gpu_memory_and_why_one_is_missing(tmp_path: Path) -> None:
+    run = edited(
+        tmp_path,
+        H200_RUN,
+        {
+            "eager-fp32-bs1": {
+                "peak_memory_reserved_bytes": 260_000_000,
+                "device_process_memory_bytes": 812_000_000,
+                "host_peak_rss_bytes": 1_900_000_000,
+                "gpu_memory_notes": [],
+            },
+            "sdpa-fp32-offload-bs1": {
+                "peak_memory_reserved_bytes": 190_000_000,
+                "host_peak_rss_bytes": 2_400_000_000,
+                "gpu_memory_notes": ["device process memory: nvidia-ml-py is not installed"],
+            },
+        },
+    )
+    assert "Every kind of memory" not in terminal_summary(run)  # not by default
+    text = terminal_summary(run, parse_tables("memory"))
+    (memory,) = [t for t in tables(text) if cells(t[0])[0] == "Variant" and "reserved MB" in cells(t[0])]
+    rows = rows_by_variant(memory)
+    assert set(rows) == {"eager-fp32-bs1", "sdpa-fp32-offload-bs1"}  # only the rows that recorded one
+    assert rows["eager-fp32-bs1"][1:] == ["215", "260", "812", "1,900", ""]
+    assert rows["sdpa-fp32-offload-bs1"][1:] == [
+        "165",
+        "190",
+        "—",
+        "2,400",
+        "device process memory: nvidia-ml-py is not installed",
+    ]
+    assert text.count("**Every kind of memory:**") == 1  # under the bs1 group only
+    assert text.index("**Every kind of memory:**") < text.index("batch size 8")
+    caption = "Every kind of memory (accelerator rows"
+    assert text.count(caption) == 1 and text.index(caption) > text.index(LEGEND)  # explained once, at the end
+    assert "Every kind of memory" in terminal_tables(run)  # the report's tables show it too
+
+
+def test_memory_table_is_absent_without_gpu_memory_figures() -> None:
+    for data in (CPU_RUN, H200_RUN, PROCESSES_RUN):
+        assert "Every kind of memory" not in terminal_summary(load_run(data), parse_tables("memory"))

@@ -335,10 +335,10 @@ def add_options(parser: pytest.Parser) -> None:
         "--bark-tables",
         type=parse_tables_option,
         default=None,
-        metavar="compact|full|compact,stages,limits,quality,processes",
+        metavar="compact|full|compact,stages,limits,quality,processes,memory",
         help="what the session prints at its end: compact (default: one table per group, the legend once), "
-        "compact plus any of stages, limits, quality, processes (comma-separated: those tables under each group's), "
-        "or full (every table of `barkbench report`)",
+        "compact plus any of stages, limits, quality, processes, memory (comma-separated: those tables under each "
+        "group's), or full (every table of `barkbench report`)",
     )
     group.addoption(
         "--bark-budgets",

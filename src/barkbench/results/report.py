@@ -102,6 +102,9 @@ class Group:
         limit_part = efficiency.limit_table(self.succeeded)
         if limit_part:
             parts += ["", limit_part]
+        memory_part = memory_table(self.succeeded)
+        if memory_part:
+            parts += ["", memory_part]
         if any(r.offload != "none" for r in self.succeeded):
             parts += [
                 "",
@@ -193,7 +196,7 @@ def terminal_tables(run: Run) -> str:
 #: ``--bark-tables``: what a session prints at its end. ``compact``: one table per group and the legend once;
 #: each of the others adds one of the report's tables (or notes) under each group's table, their captions once in
 #: the legend; ``full``: every table of ``barkbench report`` per group (``terminal_tables``).
-TABLE_CHOICES = ("compact", "stages", "limits", "quality", "processes", "full")
+TABLE_CHOICES = ("compact", "stages", "limits", "quality", "processes", "memory", "full")
 DEFAULT_TABLES: tuple[str, ...] = ("compact",)
 
 COMPACT_HEADERS = ("Variant", "Latency (s)", "Peak memory (MB)", "Throughput (samples/s)", "Speed-up", "RTF", "Flags")
@@ -344,6 +347,7 @@ def _extra_tables(group: Group, tables: Sequence[str]) -> list[str]:
         "quality": (quality.quality_table(ok),),
         "limits": (efficiency.limit_table(ok),),
         "processes": (process_notes(ok),),
+        "memory": (memory_table(ok),),
     }
     return [text for name in tables for text in made.get(name, ()) if text]
 
@@ -365,7 +369,7 @@ def legend(results: Sequence[BenchmarkResult], captions: Sequence[str] = ()) -> 
     lines = ["**Legend:**", "", *(f"- {column}" for column in _LEGEND_COLUMNS), *flags]
     lines += [f"- {caption}" for caption in captions]
     lines.append(
-        "- More: --bark-tables compact plus any of stages, limits, quality, processes adds those tables; "
+        f"- More: --bark-tables compact plus any of {', '.join(TABLE_CHOICES[1:-1])} adds those tables; "
         "--bark-tables full prints every table of `barkbench report`"
     )
     return "\n".join(lines)
@@ -456,6 +460,40 @@ def segment_table(results: Sequence[BenchmarkResult]) -> str | None:
             ]
         )
     return "\n".join([_SEGMENT_CAPTION, "", md.table(headers, cells)])
+
+
+_MEMORY_CAPTION = (
+    "Every kind of memory (accelerator rows; MB, the highest of a call over the rounds): allocated = the "
+    "allocator's peak (the Peak memory column), reserved = its pool's peak, cached blocks included; device view = "
+    "what NVML counts for the worker after a call, its CUDA context included; host peak RSS = the worker's peak "
+    "resident set on the host, where offload keeps the sub-models that are not running."
+)
+
+
+def memory_table(results: Sequence[BenchmarkResult]) -> str | None:
+    """The accelerator rows' memory seen every way (``record.FIELDS``' ``device_memory`` group), with the reason a
+    figure is missing; None when no row recorded one (CPU rows, files from before the fields existed)."""
+    rows = [r for r in results if _has_device_memory(r)]
+    if not rows:
+        return None
+    headers = ("Variant", "allocated MB", "reserved MB", "device view MB", "host peak RSS MB", "missing because")
+    cells = [
+        [
+            f"`{r.variant}`",
+            md.thousands(_mb(r.peak_memory_bytes)),
+            md.thousands(_mb(r.record.peak_memory_reserved_bytes)),
+            md.thousands(_mb(r.record.device_process_memory_bytes)),
+            md.thousands(_mb(r.record.host_peak_rss_bytes)),
+            "; ".join(r.record.gpu_memory_notes or ()) or "",
+        ]
+        for r in rows
+    ]
+    return "\n".join([_MEMORY_CAPTION, "", md.table(headers, cells)])
+
+
+def _has_device_memory(r: BenchmarkResult) -> bool:
+    figures = (r.record.peak_memory_reserved_bytes, r.record.device_process_memory_bytes, r.record.host_peak_rss_bytes)
+    return any(value is not None for value in figures) or bool(r.record.gpu_memory_notes)
 
 
 def _mb(value: int | None) -> float | None:
