@@ -43,12 +43,14 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 from transformers.models.bark import modeling_bark as _bark
 
+from barkbench.bark import STAGE_SUBMODELS
+
 #: The implementation's name, as in ``attn_implementation=`` and ``set_attn_implementation``.
 NAME = "sdpa"
 #: The implementations a loaded Bark model can be switched between (their modules hold the same weights).
 SWITCHABLE = ("eager", NAME)
-#: BarkConfig's sub-configs whose models hold Bark attention (the codec has none).
-BARK_SUB_CONFIGS = ("semantic_config", "coarse_acoustics_config", "fine_acoustics_config")
+#: BarkConfig's sub-configs whose models hold Bark attention (the transformer stages': the codec has none).
+BARK_SUB_CONFIGS = tuple(sub.config_key for sub in STAGE_SUBMODELS.values())
 
 HEAD_MASK_ERROR = (
     "barkbench's SDPA attention does not support head_mask; load the model with attn_implementation='eager' "
@@ -236,8 +238,8 @@ def _requested(model: PreTrainedModel, implementation: Any) -> list[tuple[PreTra
     if not isinstance(implementation, dict):
         return [(model, implementation)] if implementation is not None else []
     pairs = [(model, implementation[""])] if implementation.get("") is not None else []
-    for key in BARK_SUB_CONFIGS:
-        value, sub = implementation.get(key), getattr(model, key.removesuffix("_config"), None)
+    for stage in STAGE_SUBMODELS.values():
+        value, sub = implementation.get(stage.config_key), getattr(model, stage.attribute, None)
         if value is not None and isinstance(sub, PreTrainedModel):
             pairs.append((sub, value))
     return pairs

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from barkbench.bark import MAX_TEXT_TOKENS, SEMANTIC_WINDOW
 from barkbench.measure import sources
 from barkbench.measure import workload as workload_mod
 from barkbench.measure.workload import DEFAULT_SEMANTIC_TOKENS, MAX_SEMANTIC_TOKENS
@@ -61,8 +62,8 @@ def parse_semantic_tokens(value: str) -> int:
     if number > MAX_SEMANTIC_TOKENS:
         # Past the window the semantic model indexes beyond its position table (IndexError after the load).
         raise argparse.ArgumentTypeError(
-            f"--bark-semantic-tokens {number} does not fit Bark's 1024-position window (256 text + 1 + new "
-            f"tokens); use at most {MAX_SEMANTIC_TOKENS}"
+            f"--bark-semantic-tokens {number} does not fit Bark's {SEMANTIC_WINDOW}-position window "
+            f"({MAX_TEXT_TOKENS} text + 1 + new tokens); use at most {MAX_SEMANTIC_TOKENS}"
         )
     return number
 
@@ -241,8 +242,8 @@ def add_options(parser: pytest.Parser) -> None:
         "--bark-long-form",
         action="store_true",
         default=False,
-        help="split the prompts into sentences that fit Bark's 256-token window and generate them one after "
-        "another (batch-1 variants); records per-piece and total seconds",
+        help=f"split the prompts into sentences that fit Bark's {MAX_TEXT_TOKENS}-token window and generate them "
+        "one after another (batch-1 variants); records per-piece and total seconds",
     )
     group.addoption(
         "--bark-isolation",

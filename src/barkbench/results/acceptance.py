@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from barkbench.bark import HUB_ARCHITECTURES
 from barkbench.results.load import BenchmarkResult, Run
 from barkbench.results.report import group_results
 
@@ -32,8 +33,6 @@ LARGEST_SUB_MODEL: dict[str, tuple[str, float]] = {
     "bark-small": ("semantic", 0.468),
     "bark": ("semantic", 0.403),
 }
-#: Hub ids of the published checkpoints, by architecture.
-_HUB_ARCHITECTURES = {"suno/bark-small": "bark-small", "suno/bark": "bark"}
 #: The lower bound: the largest sub-model's share of the twin's model memory, less 5 % (allocator rounding).
 OFFLOAD_FLOOR = 0.95
 #: The upper bound: the twin's peak less at least half of the weights that are never on the device with the
@@ -208,7 +207,7 @@ def _bounds_check(name: str, r: BenchmarkResult, twin: BenchmarkResult) -> Check
 
 def _largest_sub_model(source: str) -> tuple[str, float, float]:
     """(name, share for the lower bound, share for the upper bound); an unknown architecture gets the loosest."""
-    arch = source.removeprefix("random:") if source.startswith("random:") else _HUB_ARCHITECTURES.get(source, source)
+    arch = source.removeprefix("random:") if source.startswith("random:") else HUB_ARCHITECTURES.get(source, source)
     if arch in LARGEST_SUB_MODEL:
         sub_model, share = LARGEST_SUB_MODEL[arch]
         return sub_model, share, share

@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from barkbench.bark import CODEC, SUB_MODEL_ATTRIBUTES
 from barkbench.variants import Variant
 
 #: The BarkModel attributes offloaded as units, in the order ``BarkModel.generate`` runs them.
-SUB_MODELS = ("semantic", "coarse_acoustics", "fine_acoustics", "codec_model")
+SUB_MODELS = (*SUB_MODEL_ATTRIBUTES, CODEC.attribute)
 
 #: Where the check looks in each sub-model: the module its work calls first, and whether to look after that module
 #: ran ("post": the embeddings, whose call is what moves the sub-model in) or before ("pre": the codec, which
