@@ -223,3 +223,16 @@ def test_a_misplaced_offload_fails_the_variant_at_load_in_one_line(tiny_source, 
     reply = classify(info.value)  # what the worker sends back: the row fails with this line, and no figure
     assert reply.kind == "error" and reply.message.startswith("OffloadPlacementError: offload placement: semantic ")
     assert "\n" not in reply.message
+
+
+def test_a_misplaced_offload_in_process_fails_the_row_in_the_workers_line(tiny_source, offload_on_cpu, monkeypatch):
+    """``--bark-isolation off`` with one variant: the row fails with the line a worker would send, no traceback."""
+    from barkbench.measure import engine
+
+    monkeypatch.setattr(offload, "offload_whole_sub_models", lambda model, device: transformers_placement(model, META))
+    plan = engine.Plan(specs=(runner_spec(tiny_source),), warmup_rounds=0, rounds=1, isolated=False)
+    (measured,) = engine.run(plan).values()
+    assert not measured.complete and measured.round_seconds == []
+    assert measured.failure is not None and measured.failure.kind == "error"
+    assert measured.failure.message.startswith("OffloadPlacementError: offload placement: semantic ")
+    assert "\n" not in measured.failure.message

@@ -38,9 +38,10 @@ from typing import Any, Protocol
 
 from barkbench.measure import noise, schedule
 from barkbench.measure.optimize import VariantUnsupported
+from barkbench.measure.optimize.offload import OffloadPlacementError
 from barkbench.measure.runner import RoundResult, Runner, RunnerInfo, RunSpec
 from barkbench.measure.sources import SourceError
-from barkbench.measure.worker import VariantFailed, WorkerProcess, start_runner
+from barkbench.measure.worker import VariantFailed, WorkerProcess, classify, start_runner
 from barkbench.stats import CpuUsage
 from barkbench.variants import Variant
 
@@ -326,6 +327,10 @@ def _next_process(
         return dataclasses.replace(measured, failure=Failure(str(exc), exc.kind))
     except SourceError as exc:
         return dataclasses.replace(measured, failure=Failure(str(exc), "error"))
+    except OffloadPlacementError as exc:
+        # Raised at load in this process (--bark-isolation off): the row fails in the line a worker would send.
+        failed = classify(exc)
+        return dataclasses.replace(measured, failure=Failure(failed.message, failed.kind))
     except Exception as exc:
         return _unexpected(plan, measured, exc)
     measured = dataclasses.replace(measured, loaded=(*measured.loaded, runner.info))
