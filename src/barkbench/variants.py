@@ -149,7 +149,8 @@ PRESETS: Mapping[str, Variant] = MappingProxyType(
         "sdpa+int8": Variant(attention="sdpa", quantization="int8"),
         "static-cache": Variant(kv_cache="static"),
         "static-cache+compile": Variant(kv_cache="static", compile=True),
-        # CPU combinations aimed at the decode steps' gap to the machine's limit (README "How close to the limit").
+        # CPU combinations aimed at the decode steps' gap to the machine's limit (docs/measurement.md, "How close to
+        # the limit").
         "fp16-weights": Variant(quantization="fp16"),
         "sdpa+fp16-weights": Variant(attention="sdpa", quantization="fp16"),
         "sdpa+int8+static-cache": Variant(attention="sdpa", quantization="int8", kv_cache="static"),

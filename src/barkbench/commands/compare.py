@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FILE",
         help="also hold NEW's recorded quality (run with --bark-quality) to FILE's drift limits (TOML [[gate]] "
-        "tables, see the README); a gate exceeded fails",
+        "tables, see docs/quality.md); a gate exceeded fails",
     )
     parser.add_argument(
         "--allow-missing",

@@ -13,7 +13,7 @@ from barkbench.commands import UsageError
 
 HELP = "show what this machine can measure: torch build, devices, optional packages, and each preset's skip reason"
 
-#: The architecture ``--limits`` measures by default: the model the README's efficiency table uses.
+#: The architecture ``--limits`` measures by default: the model docs/measurement.md's efficiency table uses.
 DEFAULT_LIMITS_MODEL = "random:bark-small"
 
 

@@ -12,7 +12,7 @@ On CPU the resident set counts whatever the C allocator keeps and whatever file 
 two fresh processes doing the same work read differently unless both are pinned down (measured: the same tiny
 fp32 call in fresh processes peaked anywhere between 142 and 204 MB; page-cache state moved it by another 2 MB).
 ``pin_allocator`` and ``make_mapped_weights_resident`` pin them; ``release_allocator`` hands the allocator back
-for the timed calls. The README's memory section has the measurements.
+for the timed calls. docs/measurement.md ("Memory on CPU") has the measurements.
 """
 
 from __future__ import annotations

@@ -218,8 +218,8 @@ def add_options(parser: pytest.Parser) -> None:
         type=parse_quality_gates_option,
         default=None,
         metavar="FILE",
-        help="at the end of the run, hold every variant's drift to FILE's limits (TOML, see README) and fail the "
-        "session if one is exceeded; implies --bark-quality",
+        help="at the end of the run, hold every variant's drift to FILE's limits (TOML, see docs/quality.md) and "
+        "fail the session if one is exceeded; implies --bark-quality",
     )
     group.addoption(
         "--bark-prompts",

@@ -287,9 +287,9 @@ RANKING_CAPTION = (
 
 
 def limit_ranking(results: Any) -> str | None:
-    """The README's "How close to the limit" table: every variant with efficiency figures, ranked by latency, with
-    its speed-up, stage efficiencies, decode-step levels and what bounds each decode stage; then the limits they
-    were held to. ``results``: ``BenchmarkResult``-like (``variant``, ``extra_info``, ``latency_mean``,
+    """The "How close to the limit" table (docs/measurement.md): every variant with efficiency figures, ranked by
+    latency, with its speed-up, stage efficiencies, decode-step levels and what bounds each decode stage; then the
+    limits they were held to. ``results``: ``BenchmarkResult``-like (``variant``, ``extra_info``, ``latency_mean``,
     ``is_reference_baseline``). None when no row has efficiency figures."""
     from barkbench.results import markdown as md
 

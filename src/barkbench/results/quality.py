@@ -98,7 +98,7 @@ def load_gates(path: str) -> tuple[Gate, ...]:
         raise QualityGateError(f"{where}: not valid TOML ({exc})") from None
     tables = data.get("gate")
     if not isinstance(tables, list) or not tables:
-        raise QualityGateError(f"{where}: no [[gate]] tables; see the README's quality gates example")
+        raise QualityGateError(f"{where}: no [[gate]] tables; see the example in docs/quality.md (Quality gates)")
     gates = []
     for number, table in enumerate(tables, start=1):
         pattern = table.get("variants")
