@@ -337,6 +337,48 @@ def test_overhead_from_process_means() -> None:
     assert "no interval" in overhead_of([[1.0]], [[1.1]], ["bare", "harness"]).summary()
 
 
+def test_paired_overhead_from_pairs_in_each_process() -> None:
+    from barkbench.measure.overhead import pair_order, paired_overhead_of
+
+    order = pair_order(2)
+    assert order == ["harness", "bare", "bare", "harness"]  # ABBA
+    # Processes 30 % apart; in every pair the harness takes 2 % more.
+    bare = [[1.0, 1.1], [1.3, 1.4], [0.9, 1.0]]
+    harness = [[b * 1.02 for b in p] for p in bare]
+    result = paired_overhead_of(bare, harness, order)
+    assert result.paired and result.overhead == pytest.approx(0.02)
+    assert result.interval is not None and result.interval.over == "pairs" and result.interval.n == 6
+    assert result.interval.low == pytest.approx(1.02) and result.interval.high == pytest.approx(1.02)
+    assert result.median_pair_overhead() == pytest.approx(0.02)
+    data = result.as_dict()
+    assert data["method"] == "paired in each worker process (ABBA)" and data["order"] == order
+    assert "over 6 pairs" in result.summary()
+
+
+@pytest.mark.one_stack("current")
+def test_paired_overhead_command_on_the_tiny_model(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "overhead.json"
+    args = ["--model", "tiny", "--paired", "--processes", "1", "--rounds", "2", "--warmup", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "barkbench", "overhead", *args, "--semantic-tokens", "8", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "harness overhead" in done.stdout and "over 2 pairs" in done.stdout
+    assert "process 1/1: bare mean" in done.stderr
+    data = json.loads(out.read_text())
+    assert data["method"] == "paired in each worker process (ABBA)"
+    assert data["order"] == ["harness", "bare", "bare", "harness"]
+    assert [len(p) for p in data["bare_rounds_s"]] == [2] and [len(p) for p in data["harness_rounds_s"]] == [2]
+    assert all(s > 0 for p in data["bare_rounds_s"] + data["harness_rounds_s"] for s in p)
+    assert math.isfinite(data["overhead"]) and data["overhead_interval"] is not None
+
+
 @pytest.mark.one_stack("legacy")
 def test_overhead_command_on_the_tiny_model(tmp_path: Any) -> None:
     import subprocess

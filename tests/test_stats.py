@@ -96,6 +96,44 @@ def test_ratio_interval_refuses_bad_timings() -> None:
         stats.mean_interval([1.0, float("nan")])
 
 
+def test_paired_ratio_interval_cancels_what_a_pair_shares() -> None:
+    # Each pair shares a drift of ±20 %; the harness side is 1 % slower in every pair.
+    drift = [1.0, 1.2, 0.8, 1.1, 0.9, 1.15, 0.85, 1.05]
+    bare = [10.0 * d for d in drift]
+    harness = [10.1 * d for d in drift]
+    paired = stats.paired_ratio_interval(harness, bare)
+    assert paired is not None and paired.over == "pairs" and paired.n == 8
+    assert paired.estimate == pytest.approx(1.01) and paired.low == pytest.approx(1.01)
+    assert paired.high == pytest.approx(1.01)  # every resample of whole pairs gives 1.01
+    unpaired = stats.ratio_interval(harness, bare)
+    assert unpaired is not None and unpaired.high - unpaired.low > 0.1  # the drift widens an unpaired interval
+    assert "over 8 pairs" in paired.describe()
+
+
+def test_paired_ratio_interval_matches_scipy_paired_bootstrap() -> None:
+    harness, bare = [1.10, 1.02, 1.08, 1.15, 1.05], [1.00, 0.98, 1.03, 1.01, 0.99]
+    interval = stats.paired_ratio_interval(harness, bare)
+    reference = scipy_stats.bootstrap(
+        (np.array(harness), np.array(bare)),
+        lambda a, b, axis: a.mean(axis=axis) / b.mean(axis=axis),
+        vectorized=True,
+        paired=True,
+        method="percentile",
+        **{_SEED_ARGUMENT: np.random.default_rng(stats.SEED)},
+    )
+    assert interval is not None
+    assert interval.low == pytest.approx(reference.confidence_interval.low)
+    assert interval.high == pytest.approx(reference.confidence_interval.high)
+
+
+def test_paired_ratio_interval_refuses_unpaired_or_bad_input() -> None:
+    with pytest.raises(StatsError, match="3 numerators for 2 denominators"):
+        stats.paired_ratio_interval([1.0, 1.0, 1.0], [1.0, 1.0])
+    with pytest.raises(StatsError, match="positive"):
+        stats.paired_ratio_interval([1.0, 1.0], [0.0, 1.0])
+    assert stats.paired_ratio_interval([1.0], [1.0]) is None
+
+
 # -- Mann-Whitney U ----------------------------------------------------------------------------------------------
 
 

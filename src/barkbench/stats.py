@@ -42,7 +42,7 @@ N_RESAMPLES = 9999
 #: Fixed seed of the resampling generator, so intervals are reproducible from the stored data.
 SEED = 0
 
-Over = Literal["rounds", "processes"]
+Over = Literal["rounds", "processes", "pairs"]
 #: Timings: a list of floats, or a float array (the functions convert and check either).
 Samples = Sequence[float] | npt.NDArray[np.floating[Any]]
 VerdictKind = Literal["ok", "improved", "regression", "not significant", "undecided", "no data"]
@@ -60,7 +60,8 @@ class Interval:
     low: float
     high: float
     confidence: float
-    #: What one bootstrapped value is: a round's timing, or one worker process's mean.
+    #: What one bootstrapped value is: a round's timing, one worker process's mean, or a pair of calls measured one
+    #: after the other in the same process (``paired_ratio_interval``).
     over: Over
     #: Values behind the estimate (for a ratio: the smaller of the two samples).
     n: int
@@ -95,7 +96,7 @@ class Interval:
 
 
 def _singular(over: str, n: int) -> str:
-    return over if n != 1 else {"rounds": "round", "processes": "process"}.get(over, over)
+    return over if n != 1 else {"rounds": "round", "processes": "process", "pairs": "pair"}.get(over, over)
 
 
 def _percent(fraction: float) -> str:
@@ -127,7 +128,12 @@ def _bootstrap_kwargs(seed: int) -> dict[str, Any]:
 
 
 def _percentile_bootstrap(
-    samples: tuple[np.ndarray, ...], statistic: Any, confidence: float, n_resamples: int, seed: int
+    samples: tuple[np.ndarray, ...],
+    statistic: Any,
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+    paired: bool = False,
 ) -> tuple[float, float]:
     if all(np.all(s == s[0]) for s in samples):
         # Every resample is the sample itself; scipy would warn about degenerate data for the same answer.
@@ -139,7 +145,7 @@ def _percentile_bootstrap(
             samples,
             statistic,
             vectorized=True,
-            paired=False,
+            paired=paired,
             confidence_level=confidence,
             n_resamples=n_resamples,
             method="percentile",
@@ -194,6 +200,30 @@ def ratio_interval(
     low, high = _percentile_bootstrap((top, bottom), _ratio_of_means, confidence, n_resamples, seed)
     estimate = float(np.mean(top) / np.mean(bottom))
     return Interval(estimate, low, high, confidence, over, int(min(top.size, bottom.size)))
+
+
+def paired_ratio_interval(
+    numerator: Samples,
+    denominator: Samples,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+) -> Interval | None:
+    """mean(numerator) / mean(denominator) over pairs: the i-th value of each side measured one right after the
+    other in the same process. The interval resamples whole pairs (scipy's ``paired=True``), so what a pair shares
+    — the process, the machine's state at that moment — cancels instead of widening it. None below 2 pairs."""
+    top, bottom = _finite(numerator, "paired ratio numerator"), _finite(denominator, "paired ratio denominator")
+    if top.size != bottom.size:
+        raise StatsError(f"paired_ratio_interval: {top.size} numerators for {bottom.size} denominators; pair them")
+    if top.size < 2:
+        return None
+    if np.any(bottom <= 0) or np.any(top < 0):
+        raise StatsError(
+            "paired_ratio_interval: timings must be positive (a zero or negative round time means a broken timer)"
+        )
+    low, high = _percentile_bootstrap((top, bottom), _ratio_of_means, confidence, n_resamples, seed, paired=True)
+    estimate = float(np.mean(top) / np.mean(bottom))
+    return Interval(estimate, low, high, confidence, "pairs", int(top.size))
 
 
 # -- the sample rule ---------------------------------------------------------------------------------------------

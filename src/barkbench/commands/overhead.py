@@ -10,17 +10,32 @@ import sys
 from barkbench.commands import UsageError
 from barkbench.parsers import positive_int
 
-HELP = "measure the harness's overhead over a bare generate loop (interleaved fresh processes, 95 % interval)"
+HELP = (
+    "measure the harness's overhead over a bare generate loop (interleaved fresh processes, or pairs in each "
+    "process with --paired; 95 % interval)"
+)
 DEVICES = ("cpu", "cuda")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="tiny", help="model source, as --bark-model (default: tiny)")
     parser.add_argument(
-        "--processes", type=positive_int("--processes"), default=6, help="fresh processes per side (default: 6)"
+        "--processes",
+        type=positive_int("--processes"),
+        default=6,
+        help="fresh processes per side (default: 6); with --paired, worker processes in all",
     )
     parser.add_argument(
-        "--rounds", type=positive_int("--rounds"), default=5, help="timed calls per process (default: 5)"
+        "--rounds",
+        type=positive_int("--rounds"),
+        default=5,
+        help="timed calls per process (default: 5); with --paired, pairs per process",
+    )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="time both sides in the same worker processes, a harness round and a bare call one right after the "
+        "other (ABBA), so process-to-process differences cancel; the interval resamples pairs",
     )
     parser.add_argument(
         "--warmup", type=positive_int("--warmup", 0), default=1, help="untimed calls per process first (default: 1)"
@@ -65,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         fixed_length=not args.no_fixed_length,
         log=lambda line: print(f"barkbench: {line}", file=sys.stderr, flush=True),
         device=args.device,
+        paired=args.paired,
     )
     print(result.summary())
     if args.json:
@@ -74,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     "model": args.model,
                     "device": args.device,
                     "semantic_tokens": args.semantic_tokens,
+                    "threads": args.threads,
                     **result.as_dict(),
                 },
                 handle,

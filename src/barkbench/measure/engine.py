@@ -389,12 +389,12 @@ def _measure_process(
     reference: Reference | None,
     last: bool,
 ) -> VariantMeasurement:
-    warmups = tuple(_timed_call(runner, progress)[0] for _ in range(plan.warmup_rounds))
+    warmups = tuple(timed_round(runner, progress)[0] for _ in range(plan.warmup_rounds))
     sampler = noise.CpuSampler(sorted({os.getpid(), runner.info.pid}))
     decision = measured.decision
     with sampler if plan.sample_cpu else contextlib.nullcontext():
         while True:
-            rounds.add(_timed_call(runner, progress))
+            rounds.add(timed_round(runner, progress))
             if len(rounds.seconds) < plan.rounds:
                 continue
             if not last or plan.precision is None:
@@ -417,8 +417,9 @@ def _measure_process(
     return _after_rounds(plan, measured, runner, progress, reference) if last else measured
 
 
-def _timed_call(runner: Runner, progress: Progress) -> tuple[float, float, RoundResult]:
-    """One call: (host seconds of the round trip, wall-clock start, the worker's ``RoundResult``)."""
+def timed_round(runner: Runner, progress: Progress) -> tuple[float, float, RoundResult]:
+    """One call, timed as every round is (warm-ups included): (host seconds of the round trip, wall-clock start, the
+    worker's ``RoundResult``). ``barkbench overhead --paired`` times its harness calls with it."""
     progress.next_round()
     runner.prepare()
     gc_was_enabled = gc.isenabled()

@@ -72,19 +72,32 @@ class OverheadResult:
     order: tuple[str, ...]
     overhead: float
     interval: bstats.Interval | None
+    #: ``--paired``: each process ran both sides, pair by pair (``bare[i][j]`` and ``harness[i][j]`` one right after
+    #: the other; ``order`` is then one process's sequence of calls).
+    paired: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "method": "paired in each worker process (ABBA)" if self.paired else "interleaved fresh processes",
             "bare_rounds_s": [list(p) for p in self.bare],
             "harness_rounds_s": [list(p) for p in self.harness],
             "bare_process_means_s": [statistics.fmean(p) for p in self.bare],
             "harness_process_means_s": [statistics.fmean(p) for p in self.harness],
             "order": list(self.order),
+            **({"median_pair_overhead": self.median_pair_overhead()} if self.paired else {}),
             "overhead": self.overhead,
             "overhead_interval": None
             if self.interval is None
             else {"low": self.interval.low - 1, "high": self.interval.high - 1, "method": self.interval.describe()},
         }
+
+    def median_pair_overhead(self) -> float:
+        """The median over pairs of harness / bare − 1: beside the ratio of means, a figure one slow call cannot
+        move (paired results only)."""
+        pairs = zip(
+            (s for p in self.harness for s in p), (s for p in self.bare for s in p), strict=True
+        )  # the same count per process on both sides: paired_overhead_of's input
+        return statistics.median(h / b for h, b in pairs) - 1
 
     def summary(self) -> str:
         share = f"{self.overhead * 100:+.2f} %"
@@ -107,6 +120,28 @@ def overhead_of(bare: list[list[float]], harness: list[list[float]], order: list
         overhead=ratio - 1,
         interval=interval,
     )
+
+
+def paired_overhead_of(bare: list[list[float]], harness: list[list[float]], order: list[str]) -> OverheadResult:
+    """The overhead from pairs measured in the same processes (pure): ``bare[i][j]`` and ``harness[i][j]`` ran one
+    right after the other in process ``i``; the interval resamples whole pairs."""
+    flat_bare = [s for p in bare for s in p]
+    flat_harness = [s for p in harness for s in p]
+    interval = bstats.paired_ratio_interval(flat_harness, flat_bare)
+    return OverheadResult(
+        bare=tuple(tuple(p) for p in bare),
+        harness=tuple(tuple(p) for p in harness),
+        order=tuple(order),
+        overhead=statistics.fmean(flat_harness) / statistics.fmean(flat_bare) - 1,
+        interval=interval,
+        paired=True,
+    )
+
+
+def pair_order(rounds: int) -> list[str]:
+    """ABBA: harness first in even pairs, bare first in odd ones, so a trend within a process (warming caches, a
+    clock speeding up) falls on both sides alike."""
+    return [side for r in range(rounds) for side in (("harness", "bare") if r % 2 == 0 else ("bare", "harness"))]
 
 
 def bare_loop_times(
@@ -146,12 +181,26 @@ def _harness_process(
 ) -> list[float]:
     """One barkbench worker process measured by the engine, as a benchmark session measures a variant: its timed
     rounds' seconds."""
-    from barkbench.measure import engine, sources
+    from barkbench.measure import engine
+
+    spec = _baseline_spec(model, tokens, threads, fixed, device)
+    (measured,) = engine.run(engine.Plan(specs=(spec,), warmup_rounds=warmup, rounds=rounds)).values()
+    if measured.interruption is not None:
+        raise measured.interruption.exception
+    if not measured.complete:
+        why = measured.failure.message if measured.failure else measured.unsupported
+        raise RuntimeError(f"the harness process failed: {why}")
+    return measured.round_seconds
+
+
+def _baseline_spec(model: str, tokens: int, threads: int | None, fixed: bool, device: str) -> Any:
+    """The worker spec both kinds of harness side run: the baseline variant (eager, fp32, batch 1)."""
+    from barkbench.measure import sources
     from barkbench.measure.runner import RunSpec
     from barkbench.measure.workload import Workload
     from barkbench.variants import Variant
 
-    spec = RunSpec(
+    return RunSpec(
         source=sources.parse_model_source(model),
         variant=Variant(),
         workload=Workload(semantic_max_new_tokens=tokens),
@@ -160,13 +209,6 @@ def _harness_process(
         fixed_length=fixed,
         threads=threads,
     )
-    (measured,) = engine.run(engine.Plan(specs=(spec,), warmup_rounds=warmup, rounds=rounds)).values()
-    if measured.interruption is not None:
-        raise measured.interruption.exception
-    if not measured.complete:
-        why = measured.failure.message if measured.failure else measured.unsupported
-        raise RuntimeError(f"the harness process failed: {why}")
-    return measured.round_seconds
 
 
 def measure(
@@ -179,9 +221,12 @@ def measure(
     fixed_length: bool = True,
     log: Any = None,
     device: str = "cpu",
+    paired: bool = False,
 ) -> OverheadResult:
     """Run ``processes`` bare and ``processes`` harness processes, interleaved, on ``device`` ("cpu" or "cuda";
-    this process makes no device call: both sides are child processes)."""
+    this process makes no device call: both sides are child processes); ``paired``: ``measure_paired``."""
+    if paired:
+        return measure_paired(model, processes, rounds, warmup, tokens, threads, fixed_length, log, device)
     bare: list[list[float]] = []
     harness: list[list[float]] = []
     order: list[str] = []
@@ -193,3 +238,61 @@ def measure(
         if log is not None:
             log(f"{slot.variant} process {slot.process + 1}/{processes}: mean {statistics.fmean(times):.4f} s")
     return overhead_of(bare, harness, order)
+
+
+def measure_paired(
+    model: str,
+    processes: int,
+    rounds: int,
+    warmup: int = 1,
+    tokens: int = 64,
+    threads: int | None = None,
+    fixed_length: bool = True,
+    log: Any = None,
+    device: str = "cpu",
+) -> OverheadResult:
+    """``--paired``: ``processes`` barkbench worker processes one after another; in each, after ``warmup`` calls of
+    each kind, ``rounds`` pairs in ``pair_order``: a harness round timed by the engine's ``timed_round`` (the round
+    trip, as every session times its rounds) and a bare call timed in the worker (``VariantRunner.bare_generate``:
+    no tracker, no pipe). Both sides share the process, its allocator and its warm state, so process-to-process
+    differences, which dwarf 1 % on a shared machine, cancel."""
+    bare: list[list[float]] = []
+    harness: list[list[float]] = []
+    order = pair_order(rounds)
+    for process in range(processes):
+        b, h = _paired_process(model, tokens, warmup, order, threads, fixed_length, device)
+        bare.append(b)
+        harness.append(h)
+        if log is not None:
+            log(
+                f"process {process + 1}/{processes}: bare mean {statistics.fmean(b):.4f} s, "
+                f"harness mean {statistics.fmean(h):.4f} s"
+            )
+    return paired_overhead_of(bare, harness, order)
+
+
+def _paired_process(
+    model: str, tokens: int, warmup: int, order: list[str], threads: int | None, fixed: bool, device: str
+) -> tuple[list[float], list[float]]:
+    """One worker process's (bare seconds, harness seconds), pair by pair."""
+    from barkbench.measure import engine
+    from barkbench.measure.worker import start_runner
+
+    runner = start_runner(_baseline_spec(model, tokens, threads, fixed, device), isolated=True)
+    progress = engine.SilentProgress()
+
+    def bare() -> float:
+        runner.prepare()  # the seed, untimed, as before a harness round
+        return runner.bare_generate()
+
+    sides = {"bare": bare, "harness": lambda: engine.timed_round(runner, progress)[0]}
+    try:
+        for _ in range(warmup):
+            sides["harness"]()
+            sides["bare"]()
+        times: dict[str, list[float]] = {"bare": [], "harness": []}
+        for side in order:
+            times[side].append(sides[side]())
+        return times["bare"], times["harness"]
+    finally:
+        runner.close()

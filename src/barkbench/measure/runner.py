@@ -112,6 +112,8 @@ class Runner(Protocol):
 
     def generate(self) -> RoundResult: ...
 
+    def bare_generate(self) -> float: ...
+
     def save_wav(self, path: str) -> str: ...
 
     def capture_reference(self, path: str) -> dict[str, Any]: ...
@@ -257,12 +259,9 @@ class VariantRunner:
 
         from barkbench.measure.workload import audio_seconds
 
-        kwargs = {**self.spec.workload.call_kwargs(), "return_output_lengths": True}
+        kwargs = self._generate_kwargs()
         # The previous call's audio must not be alive (on the device) inside this call's peak.
         self._audio = None
-        if self.spec.fixed_length:
-            kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
-        kwargs.update(cache_axis.generate_kwargs(self.spec.variant))
         segments: list[float] = []
         pieces: list[tuple[Any, Any]] = []
         memory: contextlib.AbstractContextManager[Any] = (
@@ -302,6 +301,31 @@ class VariantRunner:
             segment_seconds=tuple(segments) if len(segments) > 1 else (),
             **_device_memory(mem, stages),
         )
+
+    def _generate_kwargs(self) -> dict[str, Any]:
+        """What every call passes ``generate`` besides the inputs: the workload's, the pinned length, the cache's."""
+        kwargs = {**self.spec.workload.call_kwargs(), "return_output_lengths": True}
+        if self.spec.fixed_length:
+            kwargs.update(fixed_length_kwargs(self.spec.workload.semantic_max_new_tokens))
+        kwargs.update(cache_axis.generate_kwargs(self.spec.variant))
+        return kwargs
+
+    def bare_generate(self) -> float:
+        """The workload's call as a user would time it, for ``barkbench overhead --paired``: no tracker, no stage
+        wrapper, no memory reading, no pipe — ``perf_counter`` around ``generate`` in this process, the device
+        synchronized once before the clock stops (nothing on CPU). Same inputs and arguments as a round; seconds."""
+        import torch
+
+        from barkbench.measure.device import synchronize
+
+        kwargs = self._generate_kwargs()
+        self._audio = None
+        with torch.inference_mode():
+            start = time.perf_counter()
+            for call in self.calls:
+                self.model.generate(**call, **kwargs)
+            synchronize(self.spec.device_type)
+            return time.perf_counter() - start
 
     def save_wav(self, path: str) -> str:
         """Write the last call's first sample as a WAV file (soundfile), to listen to what a variant does."""

@@ -90,6 +90,11 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class BareGenerate:
+    """Run the call bare (``VariantRunner.bare_generate``); the reply holds its seconds."""
+
+
+@dataclass(frozen=True)
 class SaveWav:
     path: str
 
@@ -113,12 +118,12 @@ class Drift:
     path: str
 
 
-Request = Prepare | Generate | SaveWav | CaptureReference | Drift | Stop
+Request = Prepare | Generate | BareGenerate | SaveWav | CaptureReference | Drift | Stop
 
 
 @dataclass(frozen=True)
 class Done:
-    value: RunnerInfo | RoundResult | str | dict[str, Any] | None
+    value: RunnerInfo | RoundResult | float | str | dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -155,7 +160,9 @@ def classify(exc: BaseException) -> Failed:
     return Failed("error", _one_line(exc))
 
 
-def _handle(runner: VariantRunner, request: Prepare | Generate | SaveWav | CaptureReference | Drift) -> Done:
+def _handle(
+    runner: VariantRunner, request: Prepare | Generate | BareGenerate | SaveWav | CaptureReference | Drift
+) -> Done:
     if isinstance(request, Prepare):
         runner.prepare()
         return Done(None)
@@ -165,6 +172,8 @@ def _handle(runner: VariantRunner, request: Prepare | Generate | SaveWav | Captu
         return Done(runner.drift(request.path))
     if isinstance(request, Generate):
         return Done(runner.generate())
+    if isinstance(request, BareGenerate):
+        return Done(runner.bare_generate())
     return Done(runner.save_wav(request.path))
 
 
@@ -275,7 +284,7 @@ class WorkerProcess:
 
     def _reply(
         self, timeout: float, what: str, option: str = "--bark-round-timeout"
-    ) -> RunnerInfo | RoundResult | str | dict[str, Any] | None:
+    ) -> RunnerInfo | RoundResult | float | str | dict[str, Any] | None:
         """The worker's answer within ``timeout`` seconds (the limit ``option`` sets, which a timeout names); the
         long-form progress it sends first goes to ``on_piece``, inside the same limit."""
         deadline = time.monotonic() + timeout
@@ -324,8 +333,8 @@ class WorkerProcess:
         return message
 
     def _call(
-        self, request: Prepare | Generate | SaveWav | CaptureReference | Drift
-    ) -> RunnerInfo | RoundResult | str | dict[str, Any] | None:
+        self, request: Prepare | Generate | BareGenerate | SaveWav | CaptureReference | Drift
+    ) -> RunnerInfo | RoundResult | float | str | dict[str, Any] | None:
         timeout = self.round_timeout()
         start = time.monotonic()
         try:
@@ -334,7 +343,7 @@ class WorkerProcess:
             self.kill()
             raise
         value = self._reply(timeout, what=f"answer {type(request).__name__}")
-        if isinstance(request, Generate):
+        if isinstance(request, Generate | BareGenerate):
             elapsed = time.monotonic() - start
             self._slowest_s = elapsed if self._slowest_s is None else max(self._slowest_s, elapsed)
         return value
@@ -346,6 +355,11 @@ class WorkerProcess:
         result = self._call(Generate())
         assert isinstance(result, RoundResult)
         return result
+
+    def bare_generate(self) -> float:
+        seconds = self._call(BareGenerate())
+        assert isinstance(seconds, float)
+        return seconds
 
     def save_wav(self, path: str) -> str:
         saved = self._call(SaveWav(path))
