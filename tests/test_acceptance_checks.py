@@ -156,3 +156,24 @@ def test_the_twin_of_an_offload_row_is_never_a_compiled_or_int8_row(tmp_path):
     assert failed(found)["offload compared with a no-offload peak"] == (
         "no no-offload row of the same dtype and batch size for `sdpa-fp32-offload-bs1`"
     )
+
+
+@pytest.mark.parametrize("arch", sorted(acceptance.LARGEST_SUB_MODEL))
+def test_largest_sub_model_and_share_match_a_model_built_from_the_architecture(arch: str) -> None:
+    """The offload bounds' constants are counted from transformers' own model (on the meta device, nothing
+    allocated): which sub-model is largest, and its share of the parameters and buffers, to 0.1 %."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from barkbench.measure import sources
+    from barkbench.measure.optimize import offload
+
+    with torch.device("meta"):
+        model = transformers.BarkModel(transformers.BarkConfig(**sources.bark_config_dict(arch)))
+
+    def size(module: Any) -> int:
+        return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+    sizes = {name: size(getattr(model, name)) for name in offload.SUB_MODELS}
+    name, share = acceptance.LARGEST_SUB_MODEL[arch]
+    assert max(sizes, key=lambda sub: sizes[sub]) == name
+    assert sizes[name] / size(model) == pytest.approx(share, abs=0.001)
