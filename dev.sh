@@ -14,7 +14,8 @@
 #                                          say which optional pieces are missing, run everything else
 #   (both GPU modes: GPU_ACCEPTANCE_VARIANTS overrides the benchmark's --bark-variants, default
 #    "blog-sdpa;modern;bs8;static-cache+compile" (bf16 comes with modern; static-cache+compile is the CUDA-graph
-#    variant); GPU_ACCEPTANCE_TESTS=0 leaves out the test step, the slowest, for a time-boxed run;
+#    variant); GPU_ACCEPTANCE_OVERHEAD=0 leaves out the harness-overhead step (barkbench overhead --device cuda
+#    --paired, about a minute); GPU_ACCEPTANCE_TESTS=0 leaves out the test step, the slowest, for a time-boxed run;
 #    GPU_ACCEPTANCE_TEST_ARGS adds pytest arguments to the test step; GPU_ACCEPTANCE_TEST_TIMEOUT (seconds, or
 #    timeout(1) units such as 4m) interrupts the test step then, as Ctrl-C would, so pytest still writes its junit
 #    XML (tests.xml, every test's name and outcome); GPU_ACCEPTANCE_OUT names the output folder, default
@@ -114,6 +115,12 @@ gpu_acceptance() {
       2>&1 | tee -a "$out/bench.txt" || status=1
   done
   "$py" -m barkbench acceptance "$out/tiny.json" "$out/random-bark-small.json" --summary "$out/summary.md" || status=1
+  # The harness's own cost on the GPU (CUDA events, allocator and NVML readings, the pipe), paired in each worker
+  # so that process-to-process differences cancel: about a minute on the tiny model. GPU_ACCEPTANCE_OVERHEAD=0 skips.
+  if [[ ${GPU_ACCEPTANCE_OVERHEAD:-1} != 0 ]]; then
+    "$py" -m barkbench overhead --device cuda --paired --model tiny --processes 2 --rounds 10 \
+      --json "$out/overhead.json" 2>&1 | tee "$out/overhead.txt" || status=1
+  fi
   # The tests last: the slowest step (each sub-session starts CUDA workers), and the benchmark's verdicts above
   # are what a user came for. On an H200 the benchmark took about 13 s per variant, most of it the worker's start.
   if [[ ${GPU_ACCEPTANCE_TESTS:-1} == 0 ]]; then

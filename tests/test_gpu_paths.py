@@ -371,6 +371,7 @@ exit 0
 
 @pytest.mark.parametrize("tests_step", ["1", "0"])
 def test_gpu_acceptance_runs_the_benchmark_before_the_tests_and_takes_its_knobs(tmp_path, tests_step):
+    overhead_step = tests_step  # both steps on, or both off
     import os
     import subprocess
 
@@ -384,6 +385,7 @@ def test_gpu_acceptance_runs_the_benchmark_before_the_tests_and_takes_its_knobs(
         "CALLS": str(calls),
         "GPU_ACCEPTANCE_OUT": str(out),
         "GPU_ACCEPTANCE_TESTS": tests_step,
+        **({"GPU_ACCEPTANCE_OVERHEAD": "0"} if overhead_step == "0" else {}),
         "GPU_ACCEPTANCE_VARIANTS": "blog-sdpa;static-cache+compile",
         "GPU_ACCEPTANCE_TEST_ARGS": "-n 8 -v",
     }
@@ -395,9 +397,16 @@ def test_gpu_acceptance_runs_the_benchmark_before_the_tests_and_takes_its_knobs(
     bench = [i for i, line in enumerate(lines) if line.startswith("-m pytest bench/")]
     accept = [i for i, line in enumerate(lines) if line.startswith("-m barkbench acceptance")]
     tests = [i for i, line in enumerate(lines) if line.startswith("-m pytest tests/")]
+    overhead = [i for i, line in enumerate(lines) if line.startswith("-m barkbench overhead")]
     assert len(bench) == 2 and all("--bark-variants blog-sdpa;static-cache+compile" in lines[i] for i in bench)
     assert len(accept) == 1 and max(bench) < accept[0]
+    if overhead_step == "1":  # on by default, after the verdicts and before the tests (a cut-short test step keeps it)
+        assert len(overhead) == 1 and accept[0] < overhead[0] and "--device cuda --paired" in lines[overhead[0]]
+        assert f"--json {out / 'overhead.json'}" in lines[overhead[0]]
+    else:
+        assert overhead == []
     if tests_step == "1":
+        assert overhead[0] < tests[0]
         assert len(tests) == 1 and accept[0] < tests[0] and "--bark-device cuda" in lines[tests[0]]
         assert lines[tests[0]].endswith(" -n 8 -v")
     else:
