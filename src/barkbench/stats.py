@@ -193,13 +193,15 @@ def ratio_interval(
     top, bottom = _finite(numerator, "ratio numerator"), _finite(denominator, "ratio denominator")
     if top.size < 2 or bottom.size < 2:
         return None
-    if np.any(bottom <= 0) or np.any(top < 0):
-        raise StatsError(
-            "ratio_interval: timings must be positive (a zero or negative round time means a broken timer)"
-        )
+    _check_timings(top, bottom, "ratio_interval")
     low, high = _percentile_bootstrap((top, bottom), _ratio_of_means, confidence, n_resamples, seed)
     estimate = float(np.mean(top) / np.mean(bottom))
     return Interval(estimate, low, high, confidence, over, int(min(top.size, bottom.size)))
+
+
+def _check_timings(top: np.ndarray, bottom: np.ndarray, who: str) -> None:
+    if np.any(bottom <= 0) or np.any(top < 0):
+        raise StatsError(f"{who}: timings must be positive (a zero or negative round time means a broken timer)")
 
 
 def paired_ratio_interval(
@@ -217,10 +219,7 @@ def paired_ratio_interval(
         raise StatsError(f"paired_ratio_interval: {top.size} numerators for {bottom.size} denominators; pair them")
     if top.size < 2:
         return None
-    if np.any(bottom <= 0) or np.any(top < 0):
-        raise StatsError(
-            "paired_ratio_interval: timings must be positive (a zero or negative round time means a broken timer)"
-        )
+    _check_timings(top, bottom, "paired_ratio_interval")
     low, high = _percentile_bootstrap((top, bottom), _ratio_of_means, confidence, n_resamples, seed, paired=True)
     estimate = float(np.mean(top) / np.mean(bottom))
     return Interval(estimate, low, high, confidence, "pairs", int(top.size))

@@ -66,11 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # measure.overhead plans its processes with measure.schedule, which imports scipy: not for --help.
-    from barkbench.measure.overhead import measure
+    from barkbench.measure.overhead import measure, measure_paired
 
     if args.device == "cuda":
         _require_cuda()
-    result = measure(
+    result = (measure_paired if args.paired else measure)(
         args.model,
         args.processes,
         args.rounds,
@@ -80,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
         fixed_length=not args.no_fixed_length,
         log=lambda line: print(f"barkbench: {line}", file=sys.stderr, flush=True),
         device=args.device,
-        paired=args.paired,
     )
     print(result.summary())
     if args.json:

@@ -221,12 +221,10 @@ def measure(
     fixed_length: bool = True,
     log: Any = None,
     device: str = "cpu",
-    paired: bool = False,
 ) -> OverheadResult:
     """Run ``processes`` bare and ``processes`` harness processes, interleaved, on ``device`` ("cpu" or "cuda";
-    this process makes no device call: both sides are child processes); ``paired``: ``measure_paired``."""
-    if paired:
-        return measure_paired(model, processes, rounds, warmup, tokens, threads, fixed_length, log, device)
+    this process makes no device call: both sides are child processes). ``measure_paired`` takes the same
+    arguments."""
     bare: list[list[float]] = []
     harness: list[list[float]] = []
     order: list[str] = []
