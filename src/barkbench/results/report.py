@@ -484,7 +484,7 @@ def memory_table(results: Sequence[BenchmarkResult]) -> str | None:
             md.thousands(_mb(r.record.peak_memory_reserved_bytes)),
             md.thousands(_mb(r.record.device_process_memory_bytes)),
             md.thousands(_mb(r.record.host_peak_rss_bytes)),
-            "; ".join(r.record.gpu_memory_notes or ()) or "",
+            "; ".join(r.record.gpu_memory_notes or ()),
         ]
         for r in rows
     ]
